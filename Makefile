@@ -1,0 +1,42 @@
+# One-command entry points. `make all` and `make test` create the virtual environment
+# from requirements.lock on first use, so they work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+CORES ?= all
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: all setup test lint dryrun lock clean-outputs
+
+all: $(STAMP)
+	snakemake --cores $(CORES) --workflow-profile pipeline/profiles/default all
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade "pip>=24"
+	$(VENV)/bin/python -m pip install --quiet -r requirements.lock
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(VENV)/bin/python -m pip check
+	touch $@
+
+test: $(STAMP)
+	python -m pytest
+
+lint: $(STAMP)
+	snakemake --lint
+
+dryrun: $(STAMP)
+	snakemake -n all
+
+# Re-resolve the pinned versions from pyproject.toml into requirements.lock.
+lock:
+	rm -rf /tmp/sl-lock-venv && $(PYTHON) -m venv /tmp/sl-lock-venv
+	/tmp/sl-lock-venv/bin/pip install --quiet ".[test]"
+	{ sed -n '1,3p' requirements.lock; /tmp/sl-lock-venv/bin/pip freeze --all --exclude pip --exclude signlang-pipeline \
+	  | sed -e 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
+
+clean-outputs:
+	rm -rf data metrics plots logs benchmarks .snakemake

@@ -1,0 +1,28 @@
+"""Sign-language data pipeline and trainer.
+
+Run everything:   snakemake --cores all all
+One stage only:   snakemake --cores 1 data/manifest/manifest.parquet
+Why a rerun?      snakemake -n --list-changes params
+
+Every value comes from params.yaml (validated by sldata.params against
+pipeline/schemas/params.schema.yaml) and reaches a rule through `params:`.
+The same stages exist in dvc.yaml for `dvc repro` / `dvc exp run`.
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "pipeline/rules/common.smk"
+include: "pipeline/rules/manifest.smk"
+include: "pipeline/rules/subset.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_outputs(),

@@ -1,0 +1,3 @@
+from sldata.cli import main
+
+raise SystemExit(main())

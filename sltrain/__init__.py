@@ -1,0 +1,3 @@
+"""sltrain: training, evaluation, export and inference for the sign-language pipeline."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from sltrain.cli import main
+
+raise SystemExit(main())
