@@ -1,0 +1,114 @@
+"""Snakemake and DVC run the same stages and produce byte-identical artifacts (in a temporary git repo)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO_ROOT
+
+pytestmark = pytest.mark.pipeline
+
+ARTIFACTS = [
+    "data/manifest/manifest.parquet",
+    "data/manifest/rejects.parquet",
+    "data/manifest/report.json",
+    "data/subset/samples.parquet",
+    "data/subset/label_map.json",
+    "data/subset/report.json",
+]
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {a: hashlib.sha256((root / a).read_bytes()).hexdigest() for a in ARTIFACTS}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
+    """A fresh git + DVC repository holding the pipeline definition and code, params pointing at shared/."""
+    root = tmp_path_factory.mktemp("repo")
+    for name in ("Snakefile", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
+        shutil.copy(REPO_ROOT / name, root / name)
+    for name in ("pipeline", "sldata"):
+        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sources"]["wlasl"]["annotation"]["local_path"] = str(shared / "wlasl" / "asl100.json")
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "config", "user.email", "ci@example.org"], root)
+    run(["git", "config", "user.name", "ci"], root)
+    run([sys.executable, "-m", "dvc", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "pipeline"], root)
+    return root
+
+
+def test_dvc_and_snakemake_agree(workdir: Path) -> None:
+    out = run([sys.executable, "-m", "dvc", "repro"], workdir)
+    assert "Running stage 'manifest'" in out and "Running stage 'subset'" in out
+    by_dvc = digests(workdir)
+    assert "Data and pipelines are up to date" in run([sys.executable, "-m", "dvc", "repro"], workdir)
+    assert "Data and pipelines are up to date" in run([sys.executable, "-m", "dvc", "status"], workdir)
+
+    shutil.rmtree(workdir / "data")
+    run([sys.executable, "-m", "snakemake", "--cores", "2", "all"], workdir)
+    assert digests(workdir) == by_dvc
+    assert (workdir / "logs" / "manifest.log").read_text().startswith("kept 2038 rows")
+    assert "Nothing to be done" in run([sys.executable, "-m", "snakemake", "-n", "all"], workdir)
+    # Snakemake rewrote identical bytes, so DVC still sees nothing to do.
+    assert "Data and pipelines are up to date" in run([sys.executable, "-m", "dvc", "status"], workdir)
+
+
+def test_changed_k_shows_in_params_diff_and_reruns_only_the_subset(workdir: Path) -> None:
+    run([sys.executable, "-m", "dvc", "repro"], workdir)
+    params = (workdir / "params.yaml").read_text()
+    (workdir / "params.yaml").write_text(params.replace("k: 100", "k: 50"))
+    diff = run([sys.executable, "-m", "dvc", "params", "diff"], workdir)
+    assert "subset.k" in diff and "100" in diff and "50" in diff
+    status = run([sys.executable, "-m", "dvc", "status"], workdir)
+    assert "subset" in status and "manifest:" not in status
+    changes = run([sys.executable, "-m", "snakemake", "-n", "--list-changes", "params"], workdir)
+    assert "data/subset/samples.parquet" in changes and "manifest.parquet" not in changes
+    out = run([sys.executable, "-m", "dvc", "repro"], workdir)
+    assert "Stage 'manifest' didn't change" in out and "Running stage 'subset'" in out
+    assert '"num_classes": 50' in (workdir / "data/subset/label_map.json").read_text()
+    (workdir / "params.yaml").write_text(params)
+
+
+def test_invalid_params_stop_snakemake_naming_the_key(workdir: Path) -> None:
+    params = (workdir / "params.yaml").read_text()
+    (workdir / "params.yaml").write_text(params.replace("k: 100", "k: lots"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all"], cwd=workdir, env=env,
+                            capture_output=True, text=True)
+    (workdir / "params.yaml").write_text(params)
+    assert result.returncode != 0 and "subset.k: 'lots' is not of type 'integer'" in result.stderr + result.stdout
+
+
+def test_snakemake_lint_has_only_the_documented_conda_lint() -> None:
+    # --lint exits 1 whenever it prints a lint, so read its output rather than its exit code.
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--lint"], cwd=REPO_ROOT, capture_output=True, text=True)
+    out = result.stdout + result.stderr
+    titles = [line.strip() for line in out.splitlines() if line.strip().startswith("* ")]
+    assert titles and set(titles) == {"* Specify a conda environment or container for each rule.:"}
+
+
+@pytest.mark.parametrize("package", ["sldata", "sltrain"])
+def test_cli_help_lists_commands(package: str) -> None:
+    out = run([sys.executable, "-m", package, "--help"], REPO_ROOT)
+    expected = {"sldata": ["manifest", "subset", "check-params", "fetch", "describe-manifest"], "sltrain": ["env"]}
+    assert all(cmd in out for cmd in expected[package])
