@@ -31,6 +31,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; artifacts are shared data, readable like any other file.
+        os.chmod(tmp, 0o644)
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
