@@ -82,6 +82,14 @@ def check_box_xyxy(box: tuple[float, float, float, float], name: str, normalized
         raise FieldError(Reason.INVALID_VALUE, name, f"box {list(box)} is empty (needs xmax > xmin and ymax > ymin)")
 
 
+def box_columns(box: tuple[float, float, float, float] | None, units: str) -> dict[str, Any]:
+    """The manifest's ``box_*`` columns for an xyxy ``box`` (all null when there is none)."""
+    names = ("box_xmin", "box_ymin", "box_xmax", "box_ymax")
+    if box is None:
+        return {**dict.fromkeys(names), "box_units": None}
+    return {**dict(zip(names, box)), "box_units": units}
+
+
 def safe_id(value: Any, name: str) -> str:
     """An id that is safe as a file name (see :data:`SAFE_ID`)."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
