@@ -11,7 +11,6 @@ Real watermarks burned into some WLASL sources ("Signing Savvy", "StartASL",
 from __future__ import annotations
 
 import io
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import shared_data_dir
 from sldata.acquire.captions import (
     Box,
     CaptionMaskSettings,
@@ -28,8 +28,7 @@ from sldata.acquire.captions import (
     mask_captions_in_video,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SLDATA_SHARED", ROOT / ".." / "shared" / "data")).resolve()
+SHARED = shared_data_dir()
 W100 = SHARED / "wlasl100_clips" / "videos"
 ORIG = SHARED / "wlasl_original_clips" / "videos"
 

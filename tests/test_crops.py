@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import shared_data_dir
 from sldata.acquire.crops import (
     Clamped,
     CropReason,
@@ -30,8 +29,7 @@ from sldata.acquire.crops import (
     wlasl_frames_to_seconds,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SLDATA_SHARED", REPO / ".." / "shared" / "data")).resolve()
+SHARED = shared_data_dir()
 
 FPS = st.sampled_from([24000 / 1001, 24.0, 25.0, 30000 / 1001, 29.97, 30.0, 30.35, 50.0, 60000 / 1001])
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import default_params, wlasl_instance, write_json
+from conftest import default_params
 from sldata.annotations.jsonfile import AnnotationFileError
 from sldata.fetch import FetchError, fetch_pinned
 from sldata.manifest import build_manifest, write_manifest, write_parquet, manifest_table

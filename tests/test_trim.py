@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import shared_data_dir
 from sldata.acquire.trim import (
     Box,
     TrimError,
@@ -28,8 +28,7 @@ from sldata.acquire.trim import (
     trim_clips,
 )
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SLDATA_SHARED", REPO / ".." / "shared" / "data")).resolve()
+SHARED = shared_data_dir()
 ORIG = SHARED / "wlasl_original_clips"
 ORIG_VIDEOS = ORIG / "videos"
 PRETRIMMED = SHARED / "wlasl100_clips" / "videos"

@@ -71,6 +71,7 @@ import cv2
 import numpy as np
 
 from sldata.atomic import atomic_path
+from sldata.settings import settings_from_dict
 
 __all__ = [
     "Box",
@@ -203,17 +204,7 @@ class CaptionMaskSettings:
         ValueError
             If ``data`` has keys that are not settings, or a value is out of range.
         """
-        data = dict(data or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown caption-mask setting(s): {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        if "fill_color" in data:
-            data["fill_color"] = tuple(data["fill_color"])
-        return cls(**data)
+        return settings_from_dict(cls, data or {}, label="caption-mask")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a plain, JSON-ready dict."""

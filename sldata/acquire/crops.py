@@ -37,22 +37,22 @@ assuming a constant frame rate: the frames ``k`` with ``k / fps`` in
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from sldata.settings import settings_from_dict
 
 EPS_S = 1e-6
 """Tolerance (seconds) for comparing times: far below any frame interval, above float noise."""
 
 REJECT_COLUMNS = ["sample_id", "stage", "reason", "detail"]
 
-T = TypeVar("T")
 
 
 class CropReason(str, enum.Enum):
@@ -70,24 +70,6 @@ class CropReason(str, enum.Enum):
     """Shorter than ``min_length_s`` after clamping, enhancement or overlap trimming."""
     OVERLAP_EMPTIED = "overlap_emptied"
     """Overlap trimming left nothing of the crop (it lay inside its neighbours)."""
-
-
-def settings_from_dict(cls: type[T], data: Mapping[str, Any]) -> T:
-    """Build the frozen settings dataclass ``cls`` from ``data``, refusing unknown keys.
-
-    Lists are turned into tuples (YAML has no tuples) so the result stays hashable.
-
-    Raises
-    ------
-    ValueError
-        If ``data`` has keys that are not fields of ``cls`` (they are named in the message).
-    """
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    return cls(**values)
 
 
 @dataclass(frozen=True)

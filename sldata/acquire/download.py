@@ -30,7 +30,6 @@ import dataclasses
 import email.utils
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import random
@@ -47,6 +46,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pandas as pd
+
+from sldata.annotations.jsonfile import sha256_of
 
 from sldata.acquire.ledger import DEFAULT_RETRYABLE, FailureReason, Ledger, LedgerRow, utc_now
 from sldata.acquire.probe import ProbeFailure, VideoProbe, probe_video
@@ -443,14 +444,6 @@ def backoff_delay(attempt: int, settings: DownloadSettings, rng: random.Random |
 # ---------------------------------------------------------------------------------------------
 # file helpers
 # ---------------------------------------------------------------------------------------------
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def final_ext(file: Path, probe: VideoProbe) -> str:
     ext = file.suffix.lstrip(".").lower()
     if ext in FINAL_EXTS:
@@ -684,7 +677,7 @@ def _try_stores(req: SourceRequest, prev: LedgerRow | None, ctx: _Context) -> tu
             shutil.rmtree(tmp_dir, ignore_errors=True)
         return (
             _row(req, prev, status="ok", path=final.name, store_path=str(src.resolve()), from_local_store=True,
-                 bytes=probe.size_bytes, sha256=sha256_file(src), **_probe_fields(probe)),
+                 bytes=probe.size_bytes, sha256=sha256_of(src), **_probe_fields(probe)),
             "",
         )
     return None, "; ".join(notes)
@@ -699,7 +692,7 @@ def _adopt_orphan(req: SourceRequest, prev: LedgerRow | None, ctx: _Context) -> 
         probe = probe_video(final, full_decode_below_s=ctx.settings.probe_full_decode_below_s)
         if probe.ok and not _too_short(req, probe, ctx.settings):
             return _row(req, prev, status="ok", path=final.name, bytes=probe.size_bytes,
-                        sha256=sha256_file(final), **_probe_fields(probe))
+                        sha256=sha256_of(final), **_probe_fields(probe))
         final.unlink()  # a final name must only ever hold a valid file
     return None
 
@@ -749,7 +742,7 @@ def _acquire(req: SourceRequest, prev: LedgerRow | None, ctx: _Context) -> Ledge
                                       f"video is {probe.duration_s:.2f}s, clips need {req.min_duration_s:.2f}s")
                     extra = _probe_fields(probe)
                 else:
-                    digest = sha256_file(tmp_file)
+                    digest = sha256_of(tmp_file)
                     final = _install(tmp_file, ctx.out_dir, req.source_key, probe)
                     return _row(req, prev, status="ok", attempts=attempts, path=final.name,
                                 bytes=probe.size_bytes, sha256=digest, **_probe_fields(probe))
@@ -801,7 +794,7 @@ def _is_done(row: LedgerRow | None, out_dir: Path, settings: DownloadSettings) -
             return False
     except OSError:
         return False
-    if settings.verify_sha256_on_skip and row.sha256 and sha256_file(file) != row.sha256:
+    if settings.verify_sha256_on_skip and row.sha256 and sha256_of(file) != row.sha256:
         return False
     return True
 

@@ -52,7 +52,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from sldata.acquire.crops import EPS_S, REJECT_COLUMNS, settings_from_dict
+from sldata.acquire.crops import EPS_S, REJECT_COLUMNS
+from sldata.settings import settings_from_dict
 from sldata.atomic import atomic_path, write_json
 
 try:  # tqdm is a declared dependency; degrade to no progress bar if it is absent.
