@@ -1,0 +1,1 @@
+"""Pose stage: keypoint layout, extraction with MediaPipe Holistic, shard storage and packing."""

@@ -1,0 +1,436 @@
+"""Pose shards on disk (one Parquet row per clip) and their packing into one array for training.
+
+Shard layout
+------------
+One row per clip, columns (see :data:`SHARD_COLUMNS`):
+
+* ``sample_id`` (string), ``status`` (``ok``, ``no_person``, ``failed``,
+  ``skipped_unusable_clip``), ``reason``/``detail`` (nullable strings: why a clip failed,
+  or notes such as skipped undecodable packets);
+* ``num_frames`` (int32; frames with keypoints, 0 when there are none), ``fps`` (float32),
+  ``width``/``height`` (int32; nullable when the clip could not be opened),
+  ``frames_with_body``/``frames_with_left_hand``/``frames_with_right_hand`` (int32),
+  ``decode_errors`` (int32: packets that could not be decoded and were skipped);
+* ``keypoints``: ``list<fixed_size_list<float32, P*4>>``, one entry per frame holding the
+  flattened ``P x 4`` array of :mod:`sldata.pose.skeleton`; null for clips without
+  keypoints (``failed``, ``skipped_unusable_clip``). ``no_person`` clips keep their
+  all-missing frames.
+
+Schema metadata: ``sldata.skeleton`` (:meth:`Skeleton.to_json`) and ``sldata.pose_settings``
+(JSON of the settings that determine the keypoints). Files are zstd-compressed and written
+atomically. Reading needs no project code::
+
+    t = pyarrow.parquet.read_table(path)
+    parts = json.loads(t.schema.metadata[b"sldata.skeleton"])["parts"]
+    P = sum(len(names) for names in parts.values())
+    kp = numpy.asarray(t["keypoints"][0].values.flatten()).reshape(-1, P, 4)  # first clip
+
+Packed arrays
+-------------
+:func:`pack_pose_arrays` concatenates the ``ok`` clips of a subset into ``keypoints.npy``
+(``[total_frames, P_selected, 4]`` float32, memory-mappable) with ``index.parquet`` giving
+each clip's ``offset`` and ``length`` along the first axis (nanoGPT-style), and
+``skeleton.json`` describing the selected points. ``skeleton.json`` is written last and is
+the completion marker: :func:`load_packed` refuses a folder without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sldata.atomic import atomic_path, write_json
+from sldata.pose.skeleton import COMPONENTS, Skeleton
+
+SKELETON_KEY = b"sldata.skeleton"
+SETTINGS_KEY = b"sldata.pose_settings"
+ROW_GROUP_SIZE = 64
+"""Clips per Parquet row group (fixed, so a shard's bytes depend only on its rows)."""
+
+SHARD_COLUMNS: list[tuple[str, pa.DataType, bool]] = [
+    ("sample_id", pa.string(), False),
+    ("status", pa.string(), False),
+    ("reason", pa.string(), True),
+    ("detail", pa.string(), True),
+    ("num_frames", pa.int32(), False),
+    ("fps", pa.float32(), True),
+    ("width", pa.int32(), True),
+    ("height", pa.int32(), True),
+    ("frames_with_body", pa.int32(), False),
+    ("frames_with_left_hand", pa.int32(), False),
+    ("frames_with_right_hand", pa.int32(), False),
+    ("decode_errors", pa.int32(), False),
+]
+"""Scalar columns of a shard (name, type, nullable); ``keypoints`` follows them."""
+
+PACK_INDEX_COLUMNS: tuple[str, ...] = ("sample_id", "label", "split", "gloss", "signer_id", "width", "height", "fps",
+                                        "offset", "length")
+
+
+@dataclass
+class ClipPose:
+    """One clip's row of a pose shard; ``keypoints`` is ``[num_frames, P, 4]`` float32 or ``None``."""
+
+    sample_id: str
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+    num_frames: int = 0
+    fps: float | None = None
+    width: int | None = None
+    height: int | None = None
+    frames_with_body: int = 0
+    frames_with_left_hand: int = 0
+    frames_with_right_hand: int = 0
+    decode_errors: int = 0
+    keypoints: np.ndarray | None = None
+
+
+def shard_schema(skeleton: Skeleton, settings_dict: Mapping[str, Any]) -> pa.Schema:
+    """The Arrow schema of a shard of ``skeleton`` points, with its metadata."""
+    width = skeleton.num_points * len(COMPONENTS)
+    cols = [pa.field(name, typ, nullable=nullable) for name, typ, nullable in SHARD_COLUMNS]
+    cols.append(pa.field("keypoints", pa.list_(pa.list_(pa.float32(), width)), nullable=True))
+    meta = {SKELETON_KEY: skeleton.to_json().encode(),
+            SETTINGS_KEY: json.dumps(dict(settings_dict), sort_keys=True).encode()}
+    return pa.schema(cols, metadata=meta)
+
+
+def _as_record(rec: ClipPose | Mapping[str, Any]) -> ClipPose:
+    if isinstance(rec, ClipPose):
+        return rec
+    names = {f.name for f in fields(ClipPose)}
+    unknown = sorted(set(rec) - names)
+    if unknown:
+        raise ValueError(f"pose record {rec.get('sample_id')!r} has unknown field(s) {unknown}")
+    return ClipPose(**rec)
+
+
+def _keypoints_array(records: Sequence[ClipPose], num_points: int) -> pa.Array:
+    """The ``keypoints`` column: checks each clip's array against the skeleton."""
+    width = num_points * len(COMPONENTS)
+    lengths = np.zeros(len(records), dtype=np.int32)
+    mask = np.zeros(len(records), dtype=bool)
+    chunks: list[np.ndarray] = []
+    for i, rec in enumerate(records):
+        kp = rec.keypoints
+        if kp is None:
+            mask[i] = True
+            continue
+        kp = np.asarray(kp)
+        if kp.ndim != 3 or kp.shape[1:] != (num_points, len(COMPONENTS)):
+            raise ValueError(f"clip {rec.sample_id!r}: keypoints have shape {kp.shape}, expected "
+                             f"[frames, {num_points}, {len(COMPONENTS)}] for this skeleton")
+        if kp.shape[0] != rec.num_frames:
+            raise ValueError(f"clip {rec.sample_id!r}: {kp.shape[0]} keypoint frames but num_frames={rec.num_frames}")
+        lengths[i] = kp.shape[0]
+        chunks.append(np.ascontiguousarray(kp, dtype=np.float32).reshape(-1))
+    offsets = np.zeros(len(records) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    frames = pa.FixedSizeListArray.from_arrays(pa.array(flat, type=pa.float32()), width)
+    return pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), frames,
+                                    type=pa.list_(pa.list_(pa.float32(), width)),
+                                    mask=pa.array(mask, type=pa.bool_()))
+
+
+def records_to_table(records: Iterable[ClipPose | Mapping[str, Any]], skeleton: Skeleton,
+                     settings_dict: Mapping[str, Any]) -> pa.Table:
+    """Build a shard table (rows in the given order).
+
+    Raises
+    ------
+    ValueError
+        A duplicate ``sample_id``, or keypoints whose shape does not match the skeleton or
+        ``num_frames`` (the clip is named).
+    """
+    recs = [_as_record(r) for r in records]
+    seen: set[str] = set()
+    for rec in recs:
+        if rec.sample_id in seen:
+            raise ValueError(f"duplicate sample_id {rec.sample_id!r} in pose records")
+        seen.add(rec.sample_id)
+    schema = shard_schema(skeleton, settings_dict)
+    columns = [pa.array([getattr(r, name) for r in recs], type=typ) for name, typ, _ in SHARD_COLUMNS]
+    columns.append(_keypoints_array(recs, skeleton.num_points))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_table(table: pa.Table, path: str | os.PathLike[str]) -> None:
+    """Write a shard table atomically (zstd, fixed row groups, contiguous buffers: deterministic bytes)."""
+    table = table.combine_chunks()
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_SIZE)
+
+
+def write_pose_shard(records: Iterable[ClipPose | Mapping[str, Any]], path: str | os.PathLike[str],
+                     skeleton: Skeleton, settings_dict: Mapping[str, Any]) -> Path:
+    """Write clip records as a pose shard at ``path`` (atomically), rows in the given order.
+
+    Parameters
+    ----------
+    records
+        :class:`ClipPose` objects or mappings with its fields.
+    skeleton
+        Layout of the keypoints; every array must be ``[num_frames, skeleton.num_points, 4]``.
+    settings_dict
+        The settings that produced the keypoints, stored as JSON metadata.
+    """
+    write_table(records_to_table(records, skeleton, settings_dict), path)
+    return Path(path)
+
+
+def _metadata(path: str | os.PathLike[str]) -> dict[bytes, bytes]:
+    meta = pq.read_schema(path).metadata or {}
+    if SKELETON_KEY not in meta:
+        raise ValueError(f"{path} is not a pose shard: its schema has no {SKELETON_KEY.decode()} metadata")
+    return meta
+
+
+def read_skeleton(path: str | os.PathLike[str]) -> Skeleton:
+    """The :class:`Skeleton` stored in a shard's metadata."""
+    return Skeleton.from_dict(json.loads(_metadata(path)[SKELETON_KEY]))
+
+
+def read_pose_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The pose settings stored in a shard's metadata."""
+    return json.loads(_metadata(path).get(SETTINGS_KEY, b"{}"))
+
+
+def _pandas(table: pa.Table) -> pd.DataFrame:
+    """Scalar columns as pandas, keeping nullable ints as ``Int32``."""
+    mapping = {pa.int32(): pd.Int32Dtype()}
+    return table.to_pandas(types_mapper=mapping.get)
+
+
+def split_keypoints(column: pa.ChunkedArray | pa.Array, num_points: int) -> list[np.ndarray | None]:
+    """Per row, the ``[frames, num_points, 4]`` array (a read-only view into Arrow memory) or ``None``."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+    width = num_points * len(COMPONENTS)
+    if column.type.value_type.list_size != width:
+        raise ValueError(f"keypoints hold {column.type.value_type.list_size} values per frame, "
+                         f"the skeleton needs {width} ({num_points} points x {len(COMPONENTS)})")
+    offsets = column.offsets.to_numpy()  # absolute positions in column.values
+    flat = column.values.flatten().to_numpy(zero_copy_only=False)
+    arr = flat.reshape(-1, num_points, len(COMPONENTS))
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    return [arr[offsets[i]:offsets[i + 1]] if valid[i] else None for i in range(len(column))]
+
+
+def read_pose_shard(path: str | os.PathLike[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray], Skeleton]:
+    """Read a shard.
+
+    Returns
+    -------
+    clips
+        One row per clip with every column but ``keypoints``.
+    keypoints
+        ``sample_id -> [frames, P, 4]`` float32 for the clips that have keypoints (``ok`` and
+        ``no_person``); read-only views (``.copy()`` to modify).
+    skeleton
+        The points' layout.
+    """
+    skeleton = read_skeleton(path)
+    table = pq.read_table(path)
+    kps = split_keypoints(table.column("keypoints"), skeleton.num_points)
+    ids = table.column("sample_id").to_pylist()
+    clips = _pandas(table.drop_columns(["keypoints"]))
+    return clips, {sid: kp for sid, kp in zip(ids, kps) if kp is not None}, skeleton
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def _select_points(skeleton: Skeleton, parts: Sequence[str] | None) -> tuple[list[str], np.ndarray]:
+    """Chosen parts (in skeleton order) and the point indices they cover."""
+    available = list(skeleton.parts)
+    wanted = available if parts is None else list(parts)
+    unknown = [p for p in wanted if p not in available]
+    if unknown:
+        raise ValueError(f"parts {unknown} are not in the shards' skeleton (face={skeleton.face!r}); "
+                         f"available: {available}")
+    chosen = [p for p in available if p in wanted]
+    idx = [i for p in chosen for i in range(skeleton.part_slice(p).start, skeleton.part_slice(p).stop)]
+    return chosen, np.asarray(idx, dtype=np.int64)
+
+
+def pack_pose_arrays(shard_paths: Sequence[str | os.PathLike[str]], samples: pd.DataFrame,
+                     out_dir: str | os.PathLike[str], parts: Sequence[str] | None = None) -> dict[str, Any]:
+    """Concatenate the ``ok`` clips of ``samples`` into one memory-mappable array.
+
+    Writes ``out_dir/keypoints.npy`` (float32 ``[total_frames, P_selected, 4]``),
+    ``out_dir/index.parquet`` (:data:`PACK_INDEX_COLUMNS`: a clip's frames are
+    ``keypoints[offset:offset + length]``) and, last, ``out_dir/skeleton.json``. Clips are
+    ordered by ``split`` then ``sample_id``, so the output depends only on the inputs.
+
+    Parameters
+    ----------
+    shard_paths
+        Pose shards, all with the same skeleton.
+    samples
+        The subset's samples, with columns ``sample_id, label, split, gloss, signer_id``;
+        only these clips are packed (those with status ``ok`` in a shard).
+    out_dir
+        Output folder (created).
+    parts
+        Parts to keep (``body``, ``left_hand``, ``right_hand``, ``face``), always in skeleton
+        order; ``None`` keeps every part of the shards' skeleton.
+
+    Returns
+    -------
+    dict
+        Counts: ``clips`` packed, ``frames``, ``points``, ``not_ok`` (status -> count of
+        samples whose clip was not ``ok``), ``missing`` (samples in no shard).
+
+    Raises
+    ------
+    ValueError
+        Shards with different skeletons, a sample in two shards, missing ``samples``
+        columns, unknown parts or nothing to pack.
+    """
+    need = ["sample_id", "label", "split", "gloss", "signer_id"]
+    lacking = [c for c in need if c not in samples.columns]
+    if lacking:
+        raise ValueError(f"samples table lacks column(s) {lacking}")
+    if samples["sample_id"].duplicated().any():
+        dup = samples.loc[samples["sample_id"].duplicated(), "sample_id"].iloc[0]
+        raise ValueError(f"samples table has duplicate sample_id {dup!r}")
+    if not shard_paths:
+        raise ValueError("no pose shard given")
+    out_dir = Path(out_dir)
+    wanted = set(samples["sample_id"].astype(str))
+
+    # Pass 1: statuses and lengths only.
+    skeleton: Skeleton | None = None
+    where: dict[str, tuple[int, int]] = {}  # sample_id -> (shard number, num_frames)
+    status_of: dict[str, str] = {}
+    frame_info: dict[str, tuple[int, int, float]] = {}  # sample_id -> (width, height, fps)
+    shard_of: dict[str, int] = {}
+    for n, path in enumerate(shard_paths):
+        sk = read_skeleton(path)
+        if skeleton is None:
+            skeleton = sk
+        elif sk != skeleton:
+            raise ValueError(f"{path} has skeleton {sk.to_json()}, the first shard {shard_paths[0]} has "
+                             f"{skeleton.to_json()}; pack shards of one extraction only")
+        meta = pq.read_table(path, columns=["sample_id", "status", "num_frames", "width", "height", "fps"]).to_pydict()
+        for sid, status, nf, w, h, fps in zip(meta["sample_id"], meta["status"], meta["num_frames"], meta["width"],
+                                             meta["height"], meta["fps"]):
+            if sid not in wanted:
+                continue
+            if sid in status_of:
+                raise ValueError(f"sample {sid!r} is in two shards: {shard_paths[shard_of[sid]]} and {path}")
+            status_of[sid] = status
+            shard_of[sid] = n
+            if status == "ok":
+                where[sid] = (n, int(nf))
+                frame_info[sid] = (int(w), int(h), float(fps))
+    assert skeleton is not None
+    chosen, point_idx = _select_points(skeleton, parts)
+
+    index = samples.loc[samples["sample_id"].astype(str).isin(where), need].copy()
+    index["sample_id"] = index["sample_id"].astype(str)
+    index = index.sort_values(["split", "sample_id"], kind="stable").reset_index(drop=True)
+    index["width"] = np.asarray([frame_info[s][0] for s in index["sample_id"]], dtype=np.int32)
+    index["height"] = np.asarray([frame_info[s][1] for s in index["sample_id"]], dtype=np.int32)
+    index["fps"] = np.asarray([frame_info[s][2] for s in index["sample_id"]], dtype=np.float32)
+    index["length"] = np.asarray([where[s][1] for s in index["sample_id"]], dtype=np.int32)
+    index["offset"] = (np.cumsum(index["length"].to_numpy(dtype=np.int64)) - index["length"].to_numpy(dtype=np.int64))
+    index = index[list(PACK_INDEX_COLUMNS)]
+    total = int(index["length"].sum())
+    if index.empty or total == 0:
+        raise ValueError(f"nothing to pack: none of the {len(wanted)} samples has an 'ok' clip with frames "
+                         f"in {len(shard_paths)} shard(s)")
+
+    marker = out_dir / "skeleton.json"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)  # the folder is incomplete until skeleton.json is back
+    pos = {sid: (int(o), int(n)) for sid, o, n in zip(index["sample_id"], index["offset"], index["length"])}
+
+    with atomic_path(out_dir / "keypoints.npy") as tmp:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                       shape=(total, len(point_idx), len(COMPONENTS)))
+        for path in shard_paths:
+            table = pq.read_table(path, columns=["sample_id", "keypoints"])
+            ids = table.column("sample_id").to_pylist()
+            for sid, kp in zip(ids, split_keypoints(table.column("keypoints"), skeleton.num_points)):
+                if sid in pos and kp is not None:
+                    off, n = pos[sid]
+                    if kp.shape[0] != n:
+                        raise ValueError(f"{path}: clip {sid!r} has {kp.shape[0]} keypoint frames, num_frames={n}")
+                    mm[off:off + n] = kp[:, point_idx]
+        mm.flush()
+        del mm
+
+    idx_table = pa.Table.from_pandas(index, preserve_index=False)
+    with atomic_path(out_dir / "index.parquet") as tmp:
+        pq.write_table(idx_table, tmp, compression="zstd")
+
+    not_ok: dict[str, int] = {}
+    for sid, status in status_of.items():
+        if status != "ok":
+            not_ok[status] = not_ok.get(status, 0) + 1
+    summary = {"clips": int(len(index)), "frames": total, "points": int(len(point_idx)),
+               "not_ok": dict(sorted(not_ok.items())), "missing": len(wanted - set(status_of))}
+    names = skeleton.point_names
+    write_json(marker, {
+        "skeleton": skeleton.to_dict(),
+        "parts": chosen,
+        "point_names": [names[i] for i in point_idx],
+        "point_indices": point_idx.tolist(),
+        "components": list(COMPONENTS),
+        "shape": [total, int(len(point_idx)), len(COMPONENTS)],
+        "dtype": "float32",
+        "num_clips": int(len(index)),
+    })
+    return summary
+
+
+def load_packed(out_dir: str | os.PathLike[str]) -> tuple[np.memmap, pd.DataFrame, dict[str, Any]]:
+    """Open a folder written by :func:`pack_pose_arrays`.
+
+    Returns
+    -------
+    keypoints
+        Read-only memory map ``[total_frames, P_selected, 4]``.
+    index
+        :data:`PACK_INDEX_COLUMNS`; clip ``i`` is ``keypoints[offset:offset + length]``.
+    meta
+        The contents of ``skeleton.json`` (``parts``, ``point_names``, ``skeleton``, ...).
+
+    Raises
+    ------
+    FileNotFoundError
+        The folder has no ``skeleton.json`` (packing never finished).
+    ValueError
+        The array does not match the metadata or the index.
+    """
+    out_dir = Path(out_dir)
+    marker = out_dir / "skeleton.json"
+    if not marker.is_file():
+        raise FileNotFoundError(f"{marker} is missing: {out_dir} is not a finished pose pack; rerun the packing")
+    meta = json.loads(marker.read_text(encoding="utf-8"))
+    keypoints = np.load(out_dir / "keypoints.npy", mmap_mode="r")
+    index = pd.read_parquet(out_dir / "index.parquet")
+    if list(keypoints.shape) != list(meta["shape"]):
+        raise ValueError(f"{out_dir / 'keypoints.npy'} has shape {list(keypoints.shape)}, "
+                         f"skeleton.json says {meta['shape']}")
+    end = int((index["offset"] + index["length"]).max()) if len(index) else 0
+    if len(index) != meta["num_clips"] or end > keypoints.shape[0]:
+        raise ValueError(f"{out_dir / 'index.parquet'} does not match {out_dir / 'keypoints.npy'}")
+    return keypoints, index, meta
+
+
+__all__ = ["ClipPose", "PACK_INDEX_COLUMNS", "SHARD_COLUMNS", "load_packed", "pack_pose_arrays",
+           "read_pose_settings", "read_pose_shard", "read_skeleton", "records_to_table", "shard_schema",
+           "split_keypoints", "write_pose_shard", "write_table"]
