@@ -20,6 +20,9 @@ configfile: "params.yaml"
 include: "pipeline/rules/common.smk"
 include: "pipeline/rules/manifest.smk"
 include: "pipeline/rules/subset.smk"
+include: "pipeline/rules/acquire.smk"
+include: "pipeline/rules/pose.smk"
+include: "pipeline/rules/train.smk"
 
 
 rule all:

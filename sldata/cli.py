@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from sldata import __version__
+from sldata.section_args import add_section_arguments
 
 log = logging.getLogger("sldata")
 
@@ -108,6 +109,93 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def shard_name(shard: int) -> str:
+    """Folder/file stem of a shard: ``shard-003``."""
+    return f"shard-{shard:03d}"
+
+
+def parse_shards(text: str, count: int) -> list[int]:
+    """``--shard`` value: one 0-based number, or ``all`` (DVC runs every shard in one stage)."""
+    if count < 1:
+        raise ValueError(f"--shards must be >= 1, got {count}")
+    if text == "all":
+        return list(range(count))
+    try:
+        shard = int(text)
+    except ValueError:
+        raise ValueError(f"--shard must be a number or 'all', got {text!r}") from None
+    if not 0 <= shard < count:
+        raise ValueError(f"--shard {shard} is outside 0..{count - 1}")
+    return [shard]
+
+
+def _cmd_acquire(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from sldata.acquire.stage import AcquireSettings, acquire_shard
+    from sldata.section_args import section_from_args
+
+    settings = AcquireSettings.from_dict(section_from_args(args, "acquire"))
+    samples = pd.read_parquet(args.samples)
+    for shard in parse_shards(args.shard, args.shards):
+        name = shard_name(shard)
+        table = acquire_shard(samples, shard, args.shards, args.out_dir / name, args.cache_dir / name, settings,
+                              progress=not args.no_progress)
+        usable = int((table["status"] == "usable").sum())
+        print(f"{name} (of {args.shards}): {usable}/{len(table)} clips usable")
+        for (stage, reason), n in table[table["status"] != "usable"].groupby(["stage", "reason"]).size().items():
+            print(f"  {n} failed at {stage}: {reason}")
+    return 0
+
+
+def _cmd_coverage(args: argparse.Namespace) -> int:
+    from sldata.acquire.coverage import check_min_success_ratio
+    from sldata.acquire.stage import coverage_from_clip_tables, coverage_metrics, read_clip_tables
+    from sldata.atomic import atomic_open, write_json
+
+    clips = read_clip_tables(args.clips)
+    report = coverage_from_clip_tables(clips)
+    text = report.to_string()
+    print(text)
+    write_json(args.metrics, {"min_success_ratio": args.min_success_ratio, "coverage": coverage_metrics(report)})
+    with atomic_open(args.report) as fh:
+        fh.write(text + "\n")
+    check_min_success_ratio(report, args.min_success_ratio)
+    return 0
+
+
+def _cmd_pose(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from sldata.pose.extract import PoseSettings, extract_pose_shard
+    from sldata.section_args import section_from_args
+
+    settings = PoseSettings.from_dict(section_from_args(args, "pose"))
+    for shard in parse_shards(args.shard, args.shards):
+        name = shard_name(shard)
+        clips = pd.read_parquet(args.clips_dir / name / "clips.parquet")
+        summary = extract_pose_shard(clips, args.out_dir / f"{name}.parquet", settings, progress=not args.no_progress)
+        print(f"{name}: {summary['clips']} clips, {summary['frames']} frames "
+              f"({summary['frames_per_s']:.1f} frames/s); by status: {summary['by_status']}")
+    return 0
+
+
+def _cmd_pack_pose(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from sldata.pose.store import pack_pose_arrays
+
+    shards = [args.pose_dir / f"{shard_name(i)}.parquet" for i in range(args.shards)]
+    samples = pd.read_parquet(args.samples)
+    summary = pack_pose_arrays(shards, samples, args.out_dir)
+    print(f"packed {summary['clips']} clips, {summary['frames']} frames x {summary['points']} points into {args.out_dir}")
+    for status, n in sorted(summary["not_ok"].items()):
+        print(f"  not packed: {n} clip(s) with pose status {status}")
+    if summary["missing"]:
+        print(f"  not packed: {summary['missing']} sample(s) in no pose shard")
+    return 0
+
+
 def _cmd_describe(args: argparse.Namespace) -> int:
     from sldata.manifest_schema import describe_schema
 
@@ -168,6 +256,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resplit-val", required=True, type=float, metavar="FRACTION")
     p.add_argument("--resplit-test", required=True, type=float, metavar="FRACTION")
     p.set_defaults(handler=_cmd_subset)
+
+    p = sub.add_parser(
+        "acquire",
+        help="one shard: download (or take from the local store), clean crops, trim, mask captions",
+        description="Acquires the clips of one shard of the subset (params: shards.count, acquire.*) into "
+        "OUT_DIR/videos, with OUT_DIR/clips.parquet saying for every clip whether it is usable and, if not, why. "
+        "Downloads and the download ledger stay in CACHE_DIR between runs.",
+    )
+    p.add_argument("--samples", required=True, type=Path, help="samples.parquet from the subset stage")
+    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
+    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    p.add_argument("--out-dir", required=True, type=Path, help="output root, e.g. data/clips (shards go to OUT_DIR/shard-NNN)")
+    p.add_argument("--cache-dir", required=True, type=Path, help="download cache root, e.g. data/cache/sources")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_section_arguments(p, "acquire")
+    p.set_defaults(handler=_cmd_acquire)
+
+    p = sub.add_parser(
+        "coverage",
+        help="coverage report over all shards (usable clips per dataset/split, and why the rest are not)",
+        description="Prints the coverage report, writes it as a DVC metric and fails when the overall usable "
+        "fraction is below --min-success-ratio (params: acquire.min_success_ratio).",
+    )
+    p.add_argument("--clips", required=True, nargs="+", type=Path, help="clips.parquet of every shard")
+    p.add_argument("--min-success-ratio", required=True, type=float)
+    p.add_argument("--metrics", required=True, type=Path, help="JSON metrics output, e.g. data/clips/coverage.json")
+    p.add_argument("--report", required=True, type=Path, help="text report output, e.g. data/clips/coverage.txt")
+    p.set_defaults(handler=_cmd_coverage)
+
+    p = sub.add_parser(
+        "pose",
+        help="one shard: MediaPipe Holistic keypoints of every usable clip into a Parquet shard",
+        description="Runs pose estimation (params: pose.*) over the usable clips of CLIPS_DIR/shard-NNN/clips.parquet "
+        "and writes OUT_DIR/shard-NNN.parquet (one row per clip, skeleton in the file metadata). Resumable: a killed "
+        "run continues from its last checkpoint.",
+    )
+    p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
+    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
+    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/pose")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_section_arguments(p, "pose")
+    p.set_defaults(handler=_cmd_pose)
+
+    p = sub.add_parser(
+        "pack-pose",
+        help="pack the pose shards' usable clips into one memory-mappable keypoints.npy + index for training",
+        description="Concatenates the keypoints of every clip with pose status ok (all splits, all points) into "
+        "OUT_DIR/keypoints.npy [frames, points, 4] with OUT_DIR/index.parquet (offset/length per clip) and "
+        "OUT_DIR/skeleton.json.",
+    )
+    p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder, e.g. data/pose")
+    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    p.add_argument("--samples", required=True, type=Path, help="samples.parquet from the subset stage")
+    p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/features/pose")
+    p.set_defaults(handler=_cmd_pack_pose)
 
     p = sub.add_parser("fetch", help="download a pinned file and verify its size and sha256")
     p.add_argument("--url", required=True)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import platform
+import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from sldata.section_args import add_section_arguments
 from sltrain import __version__
 
 RUNTIME_PACKAGES = ("torch", "openvino", "mediapipe", "numpy", "av", "opencv-contrib-python")
@@ -38,6 +41,89 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from sldata.section_args import section_from_args
+    from sltrain.train import FeatureConfig, TrainConfig, train
+
+    sections = {name: section_from_args(args, name) for name in ("features", "train", "models")}
+    features = FeatureConfig(**sections["features"])
+    cfg = TrainConfig.from_params(sections["train"], sections["models"])
+    metrics = train(args.packed, args.label_map, args.out_dir, args.work_dir, cfg, features, params=sections,
+                    progress=not args.no_progress)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from sltrain.evaluate import evaluate
+
+    splits = [s for s in args.splits.split(",") if s]
+    bad = [s for s in splits if s not in ("train", "val", "test")]
+    if not splits or bad:
+        raise ValueError(f"--splits must be a comma-separated list of train, val, test; got {args.splits!r}")
+    combined = evaluate(args.model, args.packed, args.samples, splits, args.out_dir, seed=args.seed)
+    for split in splits:
+        m = combined[split]
+        print(f"{split}: {m['clips_evaluated']}/{m['clips_annotated']} clips (coverage {m['coverage']}); "
+              f"per-instance top-1 {m['per_instance_top1']}, top-5 {m['per_instance_top5']}; "
+              f"mean per-class top-1 {m['mean_per_class_top1']}; top-1 95% CI {m['top1_ci95']}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from sltrain.export import main_export
+
+    return main_export(args)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from sltrain.predict import main_predict
+
+    return main_predict(args)
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from sltrain.stream import main_stream
+
+    return main_stream(args)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from sltrain.serve import main_serve
+
+    return main_serve(args)
+
+
+def add_inference_commands(sub: argparse._SubParsersAction) -> None:
+    """``export``, ``predict``, ``stream`` and ``serve`` (their heavy modules are imported when a command runs)."""
+    from sltrain.predict import add_predict_arguments
+    from sltrain.serve import add_serve_arguments
+    from sltrain.stream import add_stream_arguments
+
+    p = sub.add_parser("export", help="export a checkpoint to OpenVINO IR + ONNX (model repository layout), "
+                                      "with a PyTorch/OpenVINO/ONNX parity check")
+    p.add_argument("checkpoint", help="sltrain checkpoint (.pt)")
+    p.add_argument("--out", required=True, metavar="DIR", help="model repository root")
+    p.add_argument("--name", default="sign-recognizer", help="model name (folder; default %(default)s)")
+    p.add_argument("--version", type=int, default=1, help="version folder, a positive integer (default %(default)s)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="store IR weights as FP16 (parity tolerance 1e-2)")
+    precision.add_argument("--int8", action="store_true", help="INT8 post-training quantization (needs nncf)")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="largest allowed |logit difference| of the IR (default 1e-4, 1e-2 with --fp16)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+    p.set_defaults(handler=_cmd_export)
+    p = sub.add_parser("predict", help="top-5 glosses of video files with an exported model (no torch needed)")
+    add_predict_arguments(p)
+    p.set_defaults(handler=_cmd_predict)
+    p = sub.add_parser("stream", help="sliding-window recognition of a long video, webcam index or stream URL")
+    add_stream_arguments(p)
+    p.set_defaults(handler=_cmd_stream)
+    p = sub.add_parser("serve", help="HTTP service: POST /predict (raw video body) -> top-5 JSON, GET /health")
+    add_serve_arguments(p)
+    p.set_defaults(handler=_cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m sltrain",
@@ -47,9 +133,45 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("env", help="print package versions and the devices torch and OpenVINO can use (JSON)")
     p.set_defaults(handler=_cmd_env)
+
+    p = sub.add_parser(
+        "train",
+        help="train a pose model on the packed keypoints (train split; model selection on val)",
+        description="Trains the model of params train.model on the train split, selects and early-stops on val "
+        "(the test split is never read), resumes from WORK_DIR/last.pt, and writes OUT_DIR/model.pt, metrics.json, "
+        "history.csv and curves.png. Every flag mirrors a key of params.yaml (features, train, models).",
+    )
+    p.add_argument("--packed", required=True, help="pack-pose output folder, e.g. data/features/pose")
+    p.add_argument("--label-map", required=True, help="label_map.json of the subset stage")
+    p.add_argument("--out-dir", required=True, help="output folder, e.g. data/train")
+    p.add_argument("--work-dir", required=True, help="resumable state, e.g. data/cache/train")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for section in ("features", "train", "models"):
+        add_section_arguments(p, section)
+    p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained model on val/test: top-k, per-class, per-signer, bootstrap CI, coverage, confusion",
+        description="The only command that reads the test split. Writes OUT_DIR/<split>/{metrics.json, "
+        "predictions.csv, confusion.csv, confusion.png} and OUT_DIR/metrics.json.",
+    )
+    p.add_argument("--model", required=True, help="model.pt from the train stage")
+    p.add_argument("--packed", required=True, help="pack-pose output folder")
+    p.add_argument("--samples", required=True, help="samples.parquet of the subset (for coverage)")
+    p.add_argument("--splits", required=True, help="comma-separated, e.g. val,test")
+    p.add_argument("--seed", required=True, type=int, help="bootstrap seed")
+    p.add_argument("--out-dir", required=True, help="output folder, e.g. data/eval")
+    p.set_defaults(handler=_cmd_evaluate)
+    add_inference_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.handler(args))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except (ValueError, OSError) as exc:  # bad params, missing inputs, refused checkpoints: no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -3,12 +3,18 @@
 import os
 
 from sldata.params import validate_params
+from sldata.section_args import section_flags
 
 validate_params(config, source="params.yaml (Snakemake config)")
 
 DATA = config["data_dir"]
 SOURCES = config["sources"]
 SUBSET = config["subset"]
+SHARDS = config["shards"]["count"]
+SHARD_IDS = [f"{i:03d}" for i in range(SHARDS)]
+
+wildcard_constraints:
+    shard=r"\d{3}",
 
 
 def data_path(*parts):
@@ -22,9 +28,28 @@ def get_wlasl_annotation(wildcards):
     return [local] if SOURCES["wlasl"]["enabled"] and local else []
 
 
+def get_local_store(wildcards):
+    """The local video store folder as an input (its changes trigger a rerun); none when unset."""
+    store = config["acquire"]["local_store"]["dir"]
+    return [store] if store else []
+
+
+def get_shard_files(stage, name):
+    """One file per shard: data/<stage>/shard-NNN/<name>."""
+    return [data_path(stage, f"shard-{s}", name) for s in SHARD_IDS]
+
+
+def get_shard_paths(stage, suffix):
+    """One file per shard: data/<stage>/shard-NNN<suffix>."""
+    return [data_path(stage, f"shard-{s}{suffix}") for s in SHARD_IDS]
+
+
 def get_final_outputs():
     """Final targets: the last artifact of every stage built so far."""
     return [
         data_path("subset", "samples.parquet"),
         data_path("subset", "label_map.json"),
+        data_path("coverage", "coverage.json"),
+        data_path("train", "metrics.json"),
+        data_path("eval", "metrics.json"),
     ]

@@ -1,0 +1,43 @@
+rule pose:
+    """Usable clips of one shard -> MediaPipe Holistic keypoints (one Parquet shard, resumable)."""
+    input:
+        clips=data_path("clips", "shard-{shard}", "clips.parquet"),
+        videos=data_path("clips", "shard-{shard}", "videos"),
+        coverage=data_path("coverage", "coverage.json"),
+    output:
+        pose=data_path("pose", "shard-{shard}.parquet"),
+    params:
+        shards=SHARDS,
+        clips_dir=data_path("clips"),
+        out_dir=data_path("pose"),
+        pose=section_flags(config["pose"]),
+    threads: config["pose"]["workers"]
+    log:
+        "logs/pose/shard-{shard}.log",
+    benchmark:
+        "benchmarks/pose/shard-{shard}.tsv"
+    shell:
+        "python -m sldata pose --clips-dir {params.clips_dir:q} --shard {wildcards.shard} --shards {params.shards}"
+        " --out-dir {params.out_dir:q} --no-progress {params.pose} > {log} 2>&1"
+
+
+rule pack_pose:
+    """All pose shards -> one memory-mappable keypoint array + index for training (all splits)."""
+    input:
+        pose=get_shard_paths("pose", ".parquet"),
+        samples=data_path("subset", "samples.parquet"),
+    output:
+        keypoints=data_path("features", "pose", "keypoints.npy"),
+        index=data_path("features", "pose", "index.parquet"),
+        skeleton=data_path("features", "pose", "skeleton.json"),
+    params:
+        pose_dir=data_path("pose"),
+        out_dir=data_path("features", "pose"),
+        shards=SHARDS,
+    log:
+        "logs/pack_pose.log",
+    benchmark:
+        "benchmarks/pack_pose.tsv"
+    shell:
+        "python -m sldata pack-pose --pose-dir {params.pose_dir:q} --shards {params.shards}"
+        " --samples {input.samples:q} --out-dir {params.out_dir:q} > {log} 2>&1"

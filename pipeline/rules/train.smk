@@ -1,0 +1,52 @@
+rule train:
+    """Packed keypoints (train + val only) -> the best model by val top-1, its history and curves."""
+    input:
+        keypoints=data_path("features", "pose", "keypoints.npy"),
+        index=data_path("features", "pose", "index.parquet"),
+        skeleton=data_path("features", "pose", "skeleton.json"),
+        label_map=data_path("subset", "label_map.json"),
+    output:
+        model=data_path("train", "model.pt"),
+        metrics=data_path("train", "metrics.json"),
+        history=data_path("train", "history.csv"),
+        curves=data_path("train", "curves.png"),
+    params:
+        packed=data_path("features", "pose"),
+        out_dir=data_path("train"),
+        work_dir=data_path("cache", "train"),
+        features=section_flags(config["features"]),
+        train=section_flags(config["train"]),
+        models=section_flags(config["models"]),
+    threads: config["train"]["threads"]
+    resources:
+        gpu=1 if config["train"]["device"].startswith("cuda") else 0,
+    log:
+        "logs/train.log",
+    benchmark:
+        "benchmarks/train.tsv"
+    shell:
+        "python -m sltrain train --packed {params.packed:q} --label-map {input.label_map:q}"
+        " --out-dir {params.out_dir:q} --work-dir {params.work_dir:q} --no-progress"
+        " {params.features} {params.train} {params.models} > {log} 2>&1"
+
+
+rule evaluate:
+    """The trained model on val and test (the only stage that reads test): metrics, confusion, predictions."""
+    input:
+        model=data_path("train", "model.pt"),
+        keypoints=data_path("features", "pose", "keypoints.npy"),
+        index=data_path("features", "pose", "index.parquet"),
+        samples=data_path("subset", "samples.parquet"),
+    output:
+        metrics=data_path("eval", "metrics.json"),
+        val=directory(data_path("eval", "val")),
+        test=directory(data_path("eval", "test")),
+    params:
+        packed=data_path("features", "pose"),
+        out_dir=data_path("eval"),
+        seed=config["train"]["seed"],
+    log:
+        "logs/evaluate.log",
+    shell:
+        "python -m sltrain evaluate --model {input.model:q} --packed {params.packed:q} --samples {input.samples:q}"
+        " --splits val,test --seed {params.seed} --out-dir {params.out_dir:q} > {log} 2>&1"

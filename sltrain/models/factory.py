@@ -1,0 +1,92 @@
+"""Build a model by name from a configuration mapping (e.g. a ``model`` section of ``params.yaml``).
+
+``config`` holds the model's keyword-only constructor arguments (``d_model``, ``channels``, ...);
+the data-dependent arguments (``num_points``, ``in_channels``, ``heads``, ``edges``) are passed
+separately. Unknown names and keys raise ``ValueError`` listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from sltrain.models.heads import HeadsConfig
+from sltrain.models.pose_transformer import PoseTransformer
+from sltrain.models.rgb_s3d import RGBS3D
+from sltrain.models.stgcn import STGCN
+from sltrain.models.vtn import VTN
+
+MODELS: dict[str, type[nn.Module]] = {
+    "pose_transformer": PoseTransformer,
+    "stgcn": STGCN,
+    "vtn": VTN,
+    "rgb_s3d": RGBS3D,
+}
+MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
+
+
+def config_keys(name: str) -> tuple[str, ...]:
+    """The ``config`` keys model ``name`` accepts (its keyword-only constructor arguments)."""
+    cls = _model_class(name)
+    return tuple(p.name for p in inspect.signature(cls.__init__).parameters.values()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def _model_class(name: str) -> type[nn.Module]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
+    return MODELS[name]
+
+
+def build_model(name: str, config: Mapping[str, Any] | None, *, num_points: int, in_channels: int,
+                heads: HeadsConfig, edges: Sequence[tuple[int, int]] | None = None) -> nn.Module:
+    """Instantiate model ``name``.
+
+    Parameters
+    ----------
+    name
+        One of :data:`MODEL_NAMES`.
+    config
+        Keyword arguments of the model's constructor (see :func:`config_keys`); None = defaults.
+    num_points, in_channels
+        Points ``P`` and channels ``C`` of the pose input (``pose`` for ``pose_transformer`` and
+        ``stgcn``, ``pose_flow`` for ``vtn``); ignored by ``rgb_s3d``, whose image channels are
+        its ``in_channels`` config key.
+    heads
+        Heads configuration ``{name: {"num_classes": int, "weight": float}}``.
+    edges
+        Graph edges in input point indices; required by ``stgcn`` (e.g.
+        ``skeleton_graph(skeleton).input_edges()``, with ``point_indices`` in ``config``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name or config key, or ``stgcn`` without edges.
+    """
+    _model_class(name)
+    config = dict(config or {})
+    allowed = config_keys(name)
+    unknown = sorted(set(config) - set(allowed))
+    if unknown:
+        raise ValueError(f"model {name!r}: unknown config key(s) {unknown}; valid keys: {', '.join(allowed)}")
+    if name == "stgcn":
+        return STGCN(num_points, in_channels, heads, _require_edges(edges), **config)
+    if name == "rgb_s3d":
+        return RGBS3D(heads, **config)
+    if name == "vtn":
+        return VTN(num_points, in_channels, heads, **config)
+    return PoseTransformer(num_points, in_channels, heads, **config)
+
+
+def _require_edges(edges: Sequence[tuple[int, int]] | None) -> Sequence[tuple[int, int]]:
+    if edges is None:
+        raise ValueError("model 'stgcn' needs edges (e.g. sltrain.models.stgcn.skeleton_graph(skeleton).input_edges())")
+    return edges
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model`` (only those with ``requires_grad`` when ``trainable_only``)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
