@@ -1,0 +1,316 @@
+"""A small HTTP service around :class:`sltrain.predict.Recognizer` (standard library only).
+
+Endpoints
+---------
+``GET /health``
+    ``200 {"status": "ok", "model": ..., "version": ..., "classes": K, "busy": n, "max_concurrent": m}``.
+``POST /predict``
+    The body is the **raw video file** (any container PyAV reads; ``Content-Type`` is not
+    trusted, e.g. ``application/octet-stream`` or ``video/mp4``; multipart forms are refused
+    with 415). A ``Content-Length`` is required. Answer ``200`` with
+    ``{"top": [{"gloss", "score"}, ...], "num_frames", "fps", "width", "height", "timings"}``.
+
+Errors (JSON ``{"error": code, "detail": text}``; the server stays up whatever the request):
+
+=====  ==========================================================================
+400    ``missing_body``: no or empty body (``Content-Length`` absent or 0), bad length
+411    ``length_required``: chunked upload (send a ``Content-Length``)
+413    ``too_large``: ``Content-Length`` above ``max_bytes`` (checked before reading)
+       or more bytes than that arrive
+415    ``not_a_video``: undecodable or no video stream; ``multipart`` bodies
+422    ``too_long`` (more than ``max_seconds`` of video), ``no_frames``, ``no_person``,
+       ``unusable_pose`` (a person, but never with both shoulders and eyes in view)
+408    ``timeout``: the body did not arrive within ``read_timeout`` seconds
+503    ``busy``: ``max_concurrent`` predictions already running (``Retry-After`` header)
+500    ``error``: anything else (logged)
+=====  ==========================================================================
+
+Each connection has a socket timeout of ``read_timeout`` seconds (headers and body), and the
+uploaded video is written to a temporary file that is removed after the request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from sltrain.predict import ModelDirError, PredictError, PredictReason, Recognizer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+DEFAULT_MAX_SECONDS = 30.0
+DEFAULT_MAX_CONCURRENT = 2
+DEFAULT_READ_TIMEOUT = 30.0
+RETRY_AFTER_S = 1
+CHUNK = 64 * 1024
+DRAIN_LIMIT = 1024 * 1024
+"""Bytes of a refused body still read (so the client sees the answer rather than a reset)."""
+
+_STATUS_OF_REASON = {
+    PredictReason.UNDECODABLE: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    PredictReason.NO_VIDEO_STREAM: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    PredictReason.MISSING: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    PredictReason.NO_FRAMES: HTTPStatus.UNPROCESSABLE_ENTITY,
+    PredictReason.NO_PERSON: HTTPStatus.UNPROCESSABLE_ENTITY,
+    PredictReason.TOO_LONG: HTTPStatus.UNPROCESSABLE_ENTITY,
+    PredictReason.UNUSABLE_POSE: HTTPStatus.UNPROCESSABLE_ENTITY,
+}
+_CODE_OF_REASON = {PredictReason.UNDECODABLE: "not_a_video", PredictReason.NO_VIDEO_STREAM: "not_a_video",
+                   PredictReason.MISSING: "not_a_video"}
+
+
+class RecognitionServer(ThreadingHTTPServer):
+    """``ThreadingHTTPServer`` holding the recognizer and the request limits.
+
+    Parameters
+    ----------
+    address
+        ``(host, port)``; port 0 picks a free one (see ``server_address`` afterwards).
+    recognizer
+        The exported model.
+    max_bytes, max_seconds, max_concurrent, read_timeout
+        Limits described in the module docs.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], recognizer: Recognizer, *, max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_seconds: float = DEFAULT_MAX_SECONDS, max_concurrent: int = DEFAULT_MAX_CONCURRENT,
+                 read_timeout: float = DEFAULT_READ_TIMEOUT) -> None:
+        if max_bytes < 1 or max_seconds <= 0 or max_concurrent < 1 or read_timeout <= 0:
+            raise ValueError("max_bytes, max_seconds, max_concurrent and read_timeout must be positive")
+        self.recognizer = recognizer
+        self.max_bytes = int(max_bytes)
+        self.max_seconds = float(max_seconds)
+        self.max_concurrent = int(max_concurrent)
+        self.read_timeout = float(read_timeout)
+        self.slots = threading.BoundedSemaphore(self.max_concurrent)
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        super().__init__(address, RecognitionHandler)
+
+    @property
+    def busy(self) -> int:
+        return self._busy
+
+    def acquire(self) -> bool:
+        if not self.slots.acquire(blocking=False):
+            return False
+        with self._busy_lock:
+            self._busy += 1
+        return True
+
+    def release(self) -> None:
+        with self._busy_lock:
+            self._busy -= 1
+        self.slots.release()
+
+
+class _RequestError(Exception):
+    def __init__(self, status: HTTPStatus, code: str, detail: str, headers: dict[str, str] | None = None,
+                 drain: int = 0) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.headers, self.drain = status, code, detail, headers or {}, drain
+
+
+class RecognitionHandler(BaseHTTPRequestHandler):
+    """Request handler of :class:`RecognitionServer`."""
+
+    server: RecognitionServer
+    protocol_version = "HTTP/1.1"
+    server_version = "sltrain-serve"
+
+    def setup(self) -> None:
+        self.timeout = self.server.read_timeout  # socket timeout for headers and body
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+        log.info("%s %s", self.address_string(), format % args)
+
+    # ---- responses
+
+    def _send_json(self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None,
+                   close: bool = False) -> None:
+        body = json.dumps(payload, sort_keys=True).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+
+    def _send_error(self, err: _RequestError) -> None:
+        if err.drain:
+            self._drain(err.drain)
+        self._send_json(err.status, {"error": err.code, "detail": err.detail}, err.headers, close=True)
+
+    def _drain(self, length: int) -> None:
+        """Read and drop up to ``DRAIN_LIMIT`` bytes of a refused body."""
+        left = min(length, DRAIN_LIMIT)
+        try:
+            while left > 0:
+                chunk = self.rfile.read(min(CHUNK, left))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
+
+    # ---- endpoints
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path.split("?", 1)[0] != "/health":
+            self._send_json(HTTPStatus.NOT_FOUND,
+                            {"error": "not_found", "detail": "endpoints: GET /health, POST /predict"})
+            return
+        rec = self.server.recognizer
+        self._send_json(HTTPStatus.OK, {"status": "ok", "model": rec.name, "version": rec.version,
+                                        "classes": len(rec.classes), "busy": self.server.busy,
+                                        "max_concurrent": self.server.max_concurrent})
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path.split("?", 1)[0] != "/predict":
+            self._send_error(_RequestError(HTTPStatus.NOT_FOUND, "not_found", "endpoints: GET /health, POST /predict",
+                                           drain=self._declared_length()))
+            return
+        try:
+            length = self._check_headers()
+            if not self.server.acquire():
+                raise _RequestError(HTTPStatus.SERVICE_UNAVAILABLE, "busy",
+                                    f"{self.server.max_concurrent} prediction(s) already running; retry later",
+                                    {"Retry-After": str(RETRY_AFTER_S)}, drain=length)
+        except _RequestError as err:
+            self._send_error(err)
+            return
+        try:
+            payload = self._predict(length)
+        except _RequestError as err:
+            self._send_error(err)
+        except Exception:  # the service must survive any one request
+            log.exception("prediction failed")
+            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "error", "detail": "internal error (logged)"},
+                            close=True)
+        else:
+            self._send_json(HTTPStatus.OK, payload)
+        finally:
+            self.server.release()
+
+    def _declared_length(self) -> int:
+        try:
+            return max(0, int(self.headers.get("Content-Length", "0")))
+        except ValueError:
+            return 0
+
+    def _check_headers(self) -> int:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise _RequestError(HTTPStatus.LENGTH_REQUIRED, "length_required",
+                                "chunked uploads are not accepted; send the video with a Content-Length")
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            raise _RequestError(HTTPStatus.BAD_REQUEST, "missing_body",
+                                "POST the raw video file as the body, with a Content-Length")
+        try:
+            length = int(raw)
+        except ValueError:
+            raise _RequestError(HTTPStatus.BAD_REQUEST, "missing_body", f"bad Content-Length {raw!r}") from None
+        if length <= 0:
+            raise _RequestError(HTTPStatus.BAD_REQUEST, "missing_body", "empty body: POST the raw video file")
+        if length > self.server.max_bytes:
+            raise _RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
+                                f"{length} bytes; the limit is {self.server.max_bytes}", drain=length)
+        if self.headers.get("Content-Type", "").lower().startswith("multipart/"):
+            raise _RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "not_a_video",
+                                "multipart forms are not accepted; POST the raw video file as the body",
+                                drain=length)
+        return length
+
+    def _predict(self, length: int) -> dict[str, Any]:
+        fd, name = tempfile.mkstemp(prefix="sltrain-upload-", suffix=".video")
+        try:
+            received = 0
+            with os.fdopen(fd, "wb") as out:
+                while received < length:
+                    try:
+                        chunk = self.rfile.read(min(CHUNK, length - received))
+                    except TimeoutError:
+                        raise _RequestError(HTTPStatus.REQUEST_TIMEOUT, "timeout",
+                                            f"body not received within {self.server.read_timeout:g} s") from None
+                    if not chunk:
+                        raise _RequestError(HTTPStatus.BAD_REQUEST, "missing_body",
+                                            f"body ended after {received} of {length} bytes")
+                    received += len(chunk)
+                    if received > self.server.max_bytes:  # cannot happen with an honest length; kept as a guard
+                        raise _RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
+                                            f"more than {self.server.max_bytes} bytes")
+                    out.write(chunk)
+            try:
+                result = self.server.recognizer.recognize_video(name, max_seconds=self.server.max_seconds)
+            except PredictError as exc:
+                status = _STATUS_OF_REASON.get(exc.reason, HTTPStatus.UNPROCESSABLE_ENTITY)
+                detail = exc.detail.replace(name, "upload")
+                raise _RequestError(status, _CODE_OF_REASON.get(exc.reason, exc.reason), detail) from None
+            payload = result.to_dict()
+            payload.pop("path", None)
+            return payload
+        finally:
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+
+
+def make_server(recognizer: Recognizer, host: str = "127.0.0.1", port: int = 8000, **limits: Any) -> RecognitionServer:
+    """A :class:`RecognitionServer` bound to ``host:port`` (not yet serving: call ``serve_forever``)."""
+    return RecognitionServer((host, port), recognizer, **limits)
+
+
+def add_serve_arguments(parser: Any) -> None:
+    """Arguments of ``python -m sltrain serve``."""
+    parser.add_argument("--model", required=True, metavar="DIR", help="exported model folder or model.xml")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0 = any free port)")
+    parser.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="largest upload (default %(default)s)")
+    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
+                        help="longest video in seconds (default %(default)s)")
+    parser.add_argument("--max-concurrent", type=int, default=DEFAULT_MAX_CONCURRENT,
+                        help="predictions at once; more get 503 (default %(default)s)")
+    parser.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT,
+                        help="seconds to receive a request (default %(default)s)")
+    parser.add_argument("--device", default="CPU", help="OpenVINO device (default %(default)s)")
+
+
+def main_serve(args: Any) -> int:
+    """Run the service until interrupted; 2 for a bad model."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        recognizer = Recognizer.from_model_dir(args.model, device=args.device)
+    except ModelDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    recognizer.estimator()  # import MediaPipe before the first request
+    server = make_server(recognizer, args.host, args.port, max_bytes=args.max_bytes, max_seconds=args.max_seconds,
+                         max_concurrent=args.max_concurrent, read_timeout=args.read_timeout)
+    host, port = server.server_address[:2]
+    print(f"serving {recognizer.name} v{recognizer.version} on http://{host}:{port} (POST /predict, GET /health)",
+          flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
