@@ -54,6 +54,9 @@ class PoseClips:
         self.spec = spec
         self.splits = tuple(splits)
         self.index = index[index["split"].isin(self.splits)].reset_index(drop=True)
+        self._offset = self.index["offset"].to_numpy(dtype=np.int64)
+        self._length = self.index["length"].to_numpy(dtype=np.int64)
+        self._size = self.index[["width", "height"]].to_numpy(dtype=np.float64)
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -71,17 +74,16 @@ class PoseClips:
 
     def raw(self, row: int) -> np.ndarray:
         """Raw keypoints ``[T, P_all, 4]`` of one row (a copy)."""
-        rec = self.index.iloc[row]
-        return np.array(self._keypoints[int(rec["offset"]):int(rec["offset"]) + int(rec["length"])])
+        start = int(self._offset[row])
+        return np.array(self._keypoints[start:start + int(self._length[row])])
 
     def features(self, row: int, augment: PoseAugment | None = None, rng: np.random.Generator | None = None,
                  cache: bool = False) -> np.ndarray:
         """Model input ``[T', P, C]`` of one row; augmented and randomly sampled when ``rng`` is given."""
         if cache and rng is None and row in self._cache:
             return self._cache[row]
-        rec = self.index.iloc[row]
         kp = self.raw(row)
-        width, height = float(rec["width"]), float(rec["height"])
+        width, height = self._size[row]
         if augment is not None and rng is not None:
             kp = augment(kp, rng, aspect_ratio=width / height)
         feats = clip_features(kp, width, height, self.spec, rng)

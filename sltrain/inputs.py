@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -82,15 +83,15 @@ class InputSpec:
             raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
         FeatureSettings.from_dict(self.features)
 
-    @property
+    @cached_property
     def skeleton_obj(self) -> Skeleton:
         return Skeleton.from_dict(self.skeleton)
 
-    @property
+    @cached_property
     def feature_settings(self) -> FeatureSettings:
         return FeatureSettings.from_dict(self.features)
 
-    @property
+    @cached_property
     def point_indices(self) -> np.ndarray:
         names = self.skeleton_obj.point_names
         return np.array([names.index(p) for p in self.points], dtype=np.int64)
@@ -117,9 +118,8 @@ class InputSpec:
         return [(pos[a], pos[b]) for a, b in pairs if a in pos and b in pos]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["points"] = list(self.points)
-        return d
+        return {"skeleton": dict(self.skeleton), "points": list(self.points), "features": dict(self.features),
+                "num_frames": self.num_frames}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

@@ -23,7 +23,8 @@ The face subset (93 points) keeps what carries meaning in signing: the lips (40)
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -106,7 +107,7 @@ class Skeleton:
     def __post_init__(self) -> None:
         face_indices(self.face)  # validates
 
-    @property
+    @cached_property
     def parts(self) -> dict[str, tuple[str, ...]]:
         """Part name -> point names, in array order."""
         face = tuple(f"face_{i}" for i in face_indices(self.face))
@@ -115,12 +116,12 @@ class Skeleton:
             parts["face"] = face
         return parts
 
-    @property
+    @cached_property
     def point_names(self) -> tuple[str, ...]:
         """Qualified names ``<part>.<point>`` in array order."""
         return tuple(f"{part}.{name}" for part, names in self.parts.items() for name in names)
 
-    @property
+    @cached_property
     def num_points(self) -> int:
         return sum(len(v) for v in self.parts.values())
 
@@ -136,9 +137,13 @@ class Skeleton:
     def index(self, qualified: str) -> int:
         """Index of a point named ``<part>.<point>`` (e.g. ``body.left_wrist``)."""
         try:
-            return self.point_names.index(qualified)
-        except ValueError:
+            return self._positions[qualified]
+        except KeyError:
             raise KeyError(f"skeleton has no point {qualified!r}") from None
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.point_names)}
 
     def edges(self) -> list[tuple[int, int]]:
         """Drawable edges as global point indices (body and hands)."""
@@ -149,7 +154,7 @@ class Skeleton:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {f: getattr(self, f) for f in ("face", "estimator", "estimator_version", "components", "coordinates")}
         d["components"] = list(self.components)
         d["parts"] = {k: list(v) for k, v in self.parts.items()}
         return d
