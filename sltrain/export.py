@@ -472,13 +472,33 @@ def export_model(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[
     return {"path": str(final), "metadata": metadata, "parity": report}
 
 
+def real_parity_clips(checkpoint: str | os.PathLike[str], packed_dir: str | os.PathLike[str],
+                      count: int = 16) -> list[np.ndarray]:
+    """Model inputs ``[T, P, C]`` of the first ``count`` val clips of a pack, prepared by the
+    checkpoint's own input spec (real keypoints, so parity is checked on real data)."""
+    from sltrain.checkpoint import load_checkpoint
+    from sltrain.data import PoseClips
+    from sltrain.inputs import InputSpec
+
+    spec = InputSpec.from_dict(load_checkpoint(checkpoint)["input_spec"])
+    clips = PoseClips(packed_dir, ("val",), spec)
+    rows = clips.rows_of("val")[:count]
+    if len(rows) == 0:
+        raise ExportError(f"{packed_dir}: no val clips for the parity check")
+    return [clips.features(int(r)) for r in rows]
+
+
 def main_export(args: Any) -> int:
     """CLI: ``python -m sltrain export CHECKPOINT --out DIR [--name N] [--version V] [--fp16] [--int8]``."""
     import sys
 
+    parity_clips = None
+    if getattr(args, "parity_packed", None):
+        parity_clips = real_parity_clips(args.checkpoint, args.parity_packed, args.parity_clips)
     try:
         result = export_model(args.checkpoint, args.out, name=args.name, version=args.version, fp16=args.fp16,
-                              quantize=args.int8, tolerance=args.tolerance, overwrite=args.overwrite)
+                              quantize=args.int8, tolerance=args.tolerance, overwrite=args.overwrite,
+                              parity_clips=parity_clips)
     except ExportParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(json.dumps(exc.report, indent=2, sort_keys=True), file=sys.stderr)

@@ -9,7 +9,10 @@ evaluation, export and ``predict`` turn keypoints into model input the same way:
    velocities, pose flow, a presence channel; computed on the whole skeleton so the shoulder
    scale is always available);
 2. the points named in ``points`` are kept, in that order;
-3. the clip is brought to at most ``num_frames`` frames by uniform temporal sampling
+3. with ``hand_local``, two channels are appended: each hand point's x, y relative to its own
+   wrist, divided by that hand's size (wrist to middle-finger knuckle) in the same frame, so
+   the model sees hand shape apart from where the hand is (0 for body points and missing hands);
+4. the clip is brought to at most ``num_frames`` frames by uniform temporal sampling
    (:func:`temporal_indices`; random jitter within each segment while training, segment
    centres otherwise); shorter clips are padded and masked.
 """
@@ -72,6 +75,7 @@ class InputSpec:
     points: tuple[str, ...]
     features: dict[str, bool] = field(default_factory=lambda: asdict(FeatureSettings()))
     num_frames: int = 64
+    hand_local: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "points", tuple(self.points))
@@ -98,7 +102,7 @@ class InputSpec:
 
     @property
     def channels(self) -> list[str]:
-        return feature_channels(self.feature_settings)
+        return feature_channels(self.feature_settings) + (["hand_local_x", "hand_local_y"] if self.hand_local else [])
 
     @property
     def num_points(self) -> int:
@@ -119,7 +123,7 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"skeleton": dict(self.skeleton), "points": list(self.points), "features": dict(self.features),
-                "num_frames": self.num_frames}
+                "num_frames": self.num_frames, "hand_local": self.hand_local}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -127,7 +131,7 @@ class InputSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
         return cls(skeleton=dict(d["skeleton"]), points=tuple(d["points"]), features=dict(d["features"]),
-                   num_frames=int(d["num_frames"]))
+                   num_frames=int(d["num_frames"]), hand_local=bool(d.get("hand_local", False)))
 
 
 def temporal_indices(length: int, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -152,8 +156,29 @@ def clip_features(keypoints: np.ndarray, width: float, height: float, spec: Inpu
     """Model input ``[T', P, C]`` (``T' <= num_frames``) of one clip's raw keypoints ``[T, P_all, 4]``."""
     feats = build_features(np.asarray(keypoints, dtype=np.float32), width, height, spec.skeleton_obj,
                            spec.feature_settings)
+    if spec.hand_local:
+        feats = np.concatenate([feats, hand_local_coordinates(feats, spec.skeleton_obj)], axis=-1)
     feats = feats[:, spec.point_indices]
     return np.ascontiguousarray(feats[temporal_indices(len(feats), spec.num_frames, rng)])
+
+
+def hand_local_coordinates(feats: np.ndarray, skeleton: Skeleton) -> np.ndarray:
+    """``[T, P_all, 2]``: each hand point's x, y minus its wrist's, over the hand's size in that frame.
+
+    ``feats`` is :func:`sldata.pose.features.build_features` output (x, y first, ``present``
+    last). Body and face points, and frames where the hand or its size is missing, get 0.
+    """
+    out = np.zeros((*feats.shape[:2], 2), dtype=np.float32)
+    present = feats[..., -1] > 0
+    for part in ("left_hand", "right_hand"):
+        sl = skeleton.part_slice(part)
+        xy = feats[:, sl, :2]
+        wrist = xy[:, :1]
+        size = np.linalg.norm(xy[:, 9] - xy[:, 0], axis=-1)  # wrist to middle-finger knuckle
+        ok = present[:, sl.start] & present[:, sl.start + 9] & (size > 1e-6)
+        local = (xy - wrist) / np.where(ok, size, 1.0)[:, None, None]
+        out[:, sl] = np.where((ok[:, None] & present[:, sl])[..., None], local, 0.0)
+    return out
 
 
 def pad_batch(clips: Sequence[np.ndarray], num_frames: int) -> tuple[np.ndarray, np.ndarray]:

@@ -56,6 +56,7 @@ class FeatureConfig:
     acceleration: bool = False
     pose_flow: bool = False
     fill_missing: bool = True
+    hand_local: bool = False
 
     def input_spec(self, skeleton: Mapping[str, Any]) -> InputSpec:
         from sldata.pose.skeleton import Skeleton
@@ -63,7 +64,7 @@ class FeatureConfig:
         sk = Skeleton.from_dict(dict(skeleton))
         feats = {k: getattr(self, k) for k in ("normalize", "velocity", "acceleration", "pose_flow", "fill_missing")}
         return InputSpec(skeleton=sk.to_dict(), points=point_preset(self.points, sk), features=feats,
-                         num_frames=self.num_frames)
+                         num_frames=self.num_frames, hand_local=self.hand_local)
 
 
 @dataclass(frozen=True)

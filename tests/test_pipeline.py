@@ -76,7 +76,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
 
 def test_dvc_and_snakemake_agree(workdir: Path) -> None:
     out = run([sys.executable, "-m", "dvc", "repro"], workdir)
-    assert all(f"Running stage '{s}'" in out for s in ("manifest", "subset", "acquire", "coverage", "pose", "pack_pose", "train", "evaluate"))
+    assert all(f"Running stage '{s}'" in out for s in ("manifest", "subset", "acquire", "coverage", "pose", "pack_pose", "train", "evaluate", "export"))
     by_dvc = digests(workdir)
     assert "Data and pipelines are up to date" in run([sys.executable, "-m", "dvc", "repro"], workdir)
     assert "Data and pipelines are up to date" in run([sys.executable, "-m", "dvc", "status"], workdir)

@@ -165,3 +165,20 @@ def test_temporal_indices_and_lr_schedule() -> None:
     assert all(10 * i <= v < 10 * (i + 1) for i, v in enumerate(rng_idx))
     assert lr_factor(0, 10, 100) == pytest.approx(0.1) and lr_factor(9, 10, 100) == pytest.approx(1.0)
     assert lr_factor(100, 10, 100) == pytest.approx(0.0)
+
+
+def test_hand_local_coordinates_measure_hand_shape_in_hand_sizes() -> None:
+    from sltrain.inputs import hand_local_coordinates
+
+    sk = Skeleton(face="none")
+    feats = np.zeros((2, sk.num_points, 4), np.float32)  # x, y, z, present
+    left = sk.part_slice("left_hand")
+    feats[:, left, 3] = 1.0
+    feats[:, left.start, :2] = (5.0, 5.0)            # wrist
+    feats[:, left.start + 9, :2] = (5.0, 7.0)        # middle-finger knuckle: hand size 2
+    feats[:, left.start + 8, :2] = (6.0, 9.0)        # index tip
+    feats[1, left.start + 9, 3] = 0.0                 # no knuckle in frame 1: size unknown
+    local = hand_local_coordinates(feats, sk)
+    assert local[0, left.start + 8].tolist() == [0.5, 2.0]
+    assert local[0, left.start].tolist() == [0.0, 0.0]
+    assert not local[1].any() and not local[:, sk.part_slice("right_hand")].any() and not local[:, :33].any()

@@ -50,3 +50,24 @@ rule evaluate:
     shell:
         "python -m sltrain evaluate --model {input.model:q} --packed {params.packed:q} --samples {input.samples:q}"
         " --splits val,test --seed {params.seed} --out-dir {params.out_dir:q} > {log} 2>&1"
+
+
+rule export:
+    """The trained model -> OpenVINO IR + ONNX model repository, refused unless PyTorch, OpenVINO and ONNX agree on real val clips."""
+    input:
+        model=data_path("train", "model.pt"),
+        keypoints=data_path("features", "pose", "keypoints.npy"),
+    output:
+        repo=directory(data_path("export", "sign-recognizer")),
+    params:
+        out_dir=data_path("export"),
+        packed=data_path("features", "pose"),
+        export=section_flags(config["export"]),
+    log:
+        "logs/export.log",
+    benchmark:
+        "benchmarks/export.tsv"
+    shell:
+        "python -m sltrain export {input.model:q} --out {params.out_dir:q} --name sign-recognizer --version 1"
+        " --overwrite --parity-packed {params.packed:q} {params.export}"
+        " > {log} 2>&1"
