@@ -1,6 +1,7 @@
 """Sign-language data pipeline and trainer.
 
 Run everything:   snakemake --cores all all
+RGB features:     snakemake --cores 2 frames_all hand_crops_all   (not part of `all`)
 One stage only:   snakemake --cores 1 data/manifest/manifest.parquet
 Why a rerun?      snakemake -n --list-changes params
 
@@ -22,6 +23,7 @@ include: "pipeline/rules/manifest.smk"
 include: "pipeline/rules/subset.smk"
 include: "pipeline/rules/acquire.smk"
 include: "pipeline/rules/pose.smk"
+include: "pipeline/rules/features.smk"
 include: "pipeline/rules/train.smk"
 
 

@@ -11,9 +11,13 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sldata import __version__
 from sldata.section_args import add_section_arguments
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("sldata")
 
@@ -196,6 +200,143 @@ def _cmd_pack_pose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_frames(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from sldata.frames import FrameSettings, extract_frames_shard
+    from sldata.section_args import section_from_args
+
+    section = dict(section_from_args(args, "frames"))
+    workers = section.pop("workers")
+    target_fps = section.pop("target_fps")
+    settings = FrameSettings.from_dict({**section, "target_fps": float(target_fps) if target_fps > 0 else None})
+    for shard in parse_shards(args.shard, args.shards):
+        name = shard_name(shard)
+        clips = pd.read_parquet(args.clips_dir / name / "clips.parquet")
+        summary = extract_frames_shard(clips, args.out_dir / name, settings, progress=not args.no_progress,
+                                       workers=workers)
+        print(f"{name}: {summary['n_ok']} clips with frames, {summary['n_failed']} failed, {summary['n_skipped']} "
+              f"skipped; {summary['n_frames']} frames ({summary['frames_per_s']:.0f} frames/s, "
+              f"{summary['bytes_per_frame']:.0f} bytes/frame, {settings.storage})")
+    return 0
+
+
+def _cmd_hand_crops(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from sldata.pose.handcrop_stage import HandCropStageSettings, hand_crops_shard
+    from sldata.section_args import section_from_args
+
+    settings = HandCropStageSettings.from_dict(section_from_args(args, "hand_crops"))
+    for shard in parse_shards(args.shard, args.shards):
+        name = shard_name(shard)
+        clips = pd.read_parquet(args.clips_dir / name / "clips.parquet")
+        summary = hand_crops_shard(clips, args.pose_dir / f"{name}.parquet", args.out_dir / name, settings,
+                                   progress=not args.no_progress)
+        print(f"{name}: {summary['n_ok']} clips cropped, {summary['n_failed']} failed, {summary['n_skipped']} skipped; "
+              f"{summary['n_frames']} frames x 2 hands (frame_step {summary['frame_step']}, "
+              f"{summary['frames_per_s']:.1f} frames/s); left hand located in {summary['left_located']}, "
+              f"right in {summary['right_located']} clips")
+    return 0
+
+
+def pose_summary_table(pose_paths: Sequence[Path], clips_paths: Sequence[Path]) -> pd.DataFrame:
+    """One row per clip of the pose shards with its split (from the clip tables) and detection counts.
+
+    The counts are the shards' own, plus ``frames_with_any_hand`` computed from the keypoints
+    (so the summary's ``any_hand_rate`` is exact). Raises ``ValueError`` naming clips of a pose
+    shard that no clip table lists.
+    """
+    import pandas as pd
+
+    from sldata.pose.store import read_pose_shard
+    from sldata.pose.summary import detection_counts
+
+    splits = pd.concat([pd.read_parquet(p, columns=["sample_id", "split"]) for p in clips_paths], ignore_index=True)
+    split_of = dict(zip(splits["sample_id"].astype(str), splits["split"].astype(str)))
+    tables = []
+    for path in pose_paths:
+        clips, keypoints, skeleton = read_pose_shard(path)
+        clips = clips[["sample_id", "status", "num_frames", "frames_with_body", "frames_with_left_hand",
+                       "frames_with_right_hand"]].copy()
+        clips["sample_id"] = clips["sample_id"].astype(str)
+        clips["frames_with_any_hand"] = [detection_counts(keypoints[s], skeleton)["frames_with_any_hand"]
+                                         if s in keypoints else 0 for s in clips["sample_id"]]
+        missing = [s for s in clips["sample_id"] if s not in split_of]
+        if missing:
+            raise ValueError(f"{path}: {len(missing)} clip(s) are in no clip table, e.g. {missing[:5]}")
+        clips.insert(1, "split", [split_of[s] for s in clips["sample_id"]])
+        tables.append(clips)
+    table = pd.concat(tables, ignore_index=True)
+    for col in ("num_frames", "frames_with_body", "frames_with_left_hand", "frames_with_right_hand"):
+        table[col] = table[col].astype("int64")
+    return table
+
+
+def _cmd_pose_summary(args: argparse.Namespace) -> int:
+    from sldata.pose.summary import write_summary
+
+    names = [shard_name(i) for i in range(args.shards)]
+    table = pose_summary_table([args.pose_dir / f"{n}.parquet" for n in names],
+                               [args.clips_dir / n / "clips.parquet" for n in names])
+    summary = write_summary(table, args.out_dir)
+    cols = ["split", "clips", "clips_ok", "clips_no_person", "clips_failed", "clips_skipped", "frames",
+            "body_rate", "left_hand_rate", "right_hand_rate", "any_hand_rate"]
+    print(summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {args.out_dir / 'summary.csv'}, summary.json and summary.png")
+    return 0
+
+
+def find_clip(clips_dir: Path, sample_id: str) -> Path:
+    """The clip file of ``sample_id``, looked up in every ``clips_dir/shard-*/clips.parquet``.
+
+    ``clip_path`` is stored relative to where the pipeline ran (the repository root); when it
+    does not exist from here, the shard's ``videos/`` folder beside ``clips.parquet`` is tried.
+    """
+    import pandas as pd
+
+    tables = sorted(clips_dir.glob("shard-*/clips.parquet"))
+    if not tables:
+        raise FileNotFoundError(f"no shard-*/clips.parquet under {clips_dir}")
+    for table in tables:
+        clips = pd.read_parquet(table, columns=["sample_id", "clip_path", "status"])
+        rows = clips[clips["sample_id"].astype(str) == sample_id]
+        if rows.empty:
+            continue
+        path = rows["clip_path"].iloc[0]
+        if path is None or (isinstance(path, float) and path != path):
+            raise ValueError(f"{sample_id} has no clip (status {rows['status'].iloc[0]!r} in {table})")
+        for candidate in (Path(str(path)), table.parent / "videos" / Path(str(path)).name):
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(f"{sample_id}: clip {path} (listed in {table}) not found")
+    raise ValueError(f"{sample_id} is in none of the {len(tables)} clip tables under {clips_dir}")
+
+
+def _cmd_render_pose(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from sldata.pose.render import render_overlay
+    from sldata.pose.store import read_pose_settings, read_skeleton, split_keypoints
+
+    skeleton = read_skeleton(args.pose_shard)
+    frame_step = int(read_pose_settings(args.pose_shard).get("frame_step", 1))
+    table = pq.read_table(args.pose_shard, filters=[("sample_id", "=", args.sample_id)])
+    if table.num_rows == 0:
+        raise ValueError(f"{args.sample_id} is not in {args.pose_shard}")
+    row = table.slice(0, 1).to_pylist()[0]
+    (kp,) = split_keypoints(table.column("keypoints"), skeleton.num_points)
+    if kp is None or not len(kp):
+        raise ValueError(f"{args.sample_id} has no keypoints in {args.pose_shard} (status {row['status']!r}: "
+                         f"{row['reason'] or row['detail'] or 'no detail'})")
+    clip = find_clip(args.clips_dir, args.sample_id)
+    n = render_overlay(clip, kp, skeleton, args.out, fps=args.fps, max_frames=args.max_frames,
+                       min_confidence=args.min_confidence, frame_step=frame_step)
+    print(f"{args.out}: drew {n} of {len(kp)} keypoint frames over {clip} (frame_step {frame_step}, "
+          f"as the pose stage)")
+    return 0
+
+
 def _cmd_describe(args: argparse.Namespace) -> int:
     from sldata.manifest_schema import describe_schema
 
@@ -312,6 +453,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", required=True, type=Path, help="samples.parquet from the subset stage")
     p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/features/pose")
     p.set_defaults(handler=_cmd_pack_pose)
+
+    p = sub.add_parser(
+        "frames",
+        help="one shard: decode, sample and resize the usable clips' RGB frames into one array (for RGB models)",
+        description="Extracts the frames of the usable clips of CLIPS_DIR/shard-NNN/clips.parquet (params: frames.*) "
+        "into OUT_DIR/shard-NNN/ (frames.npy or frames.parquet, with index.parquet giving each clip's offset and "
+        "length; see sldata/frames.py).",
+    )
+    p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
+    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
+    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    p.add_argument("--out-dir", required=True, type=Path, help="output root, e.g. data/frames")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_section_arguments(p, "frames")
+    p.set_defaults(handler=_cmd_frames)
+
+    p = sub.add_parser(
+        "hand-crops",
+        help="one shard: crop both hands of every keypoint frame, located from the pose (ChaLearn 2021 geometry)",
+        description="Decodes the usable clips of CLIPS_DIR/shard-NNN with the pose stage's frame_step (from "
+        "POSE_DIR/shard-NNN.parquet), locates square hand boxes from wrist, elbow and shoulder width "
+        "(params: hand_crops.*) and writes OUT_DIR/shard-NNN/ (crops.npy [frames, 2, S, S, 3] or crops.parquet, "
+        "boxes.npy, index.parquet; see sldata/pose/handcrop_stage.py).",
+    )
+    p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
+    p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder, e.g. data/pose")
+    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
+    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    p.add_argument("--out-dir", required=True, type=Path, help="output root, e.g. data/hand_crops")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_section_arguments(p, "hand_crops")
+    p.set_defaults(handler=_cmd_hand_crops)
+
+    p = sub.add_parser(
+        "pose-summary",
+        help="per-split pose summary (clips by status, frames, body/hand detection rates) as CSV, JSON metric and PNG",
+        description="Joins every pose shard's clip table with the split from the clip tables and writes "
+        "OUT_DIR/summary.csv, OUT_DIR/summary.json ({split: {metric: value}}, a DVC metric) and OUT_DIR/summary.png "
+        "(frames per clip, detection rates; see sldata/pose/summary.py).",
+    )
+    p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder, e.g. data/pose")
+    p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
+    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/pose_summary")
+    p.set_defaults(handler=_cmd_pose_summary)
+
+    p = sub.add_parser(
+        "render-pose",
+        help="draw one clip's keypoints over its video (MP4 or GIF) to look at them",
+        description="Finds SAMPLE_ID in the pose shard and its clip through the clip tables under CLIPS_DIR, and "
+        "writes the clip with the skeleton drawn on it. Only the frames that have keypoints are drawn (the pose "
+        "stage's frame_step, read from the shard), at the clip's speed.",
+    )
+    p.add_argument("--pose-shard", required=True, type=Path, help="a pose shard, e.g. data/pose/shard-000.parquet")
+    p.add_argument("--sample-id", required=True, help="the clip, e.g. wlasl-00632")
+    p.add_argument("--clips-dir", type=Path, default=Path("data/clips"),
+                   help="acquire output root holding shard-*/clips.parquet (default data/clips)")
+    p.add_argument("--out", required=True, type=Path, help="output file: .mp4 (H.264) or .gif")
+    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the clip's / frame_step)")
+    p.add_argument("--max-frames", type=int, default=None, help="render at most this many frames")
+    p.add_argument("--min-confidence", type=float, default=0.0, help="hide points below this confidence (default 0)")
+    p.set_defaults(handler=_cmd_render_pose)
 
     p = sub.add_parser("fetch", help="download a pinned file and verify its size and sha256")
     p.add_argument("--url", required=True)

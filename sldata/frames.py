@@ -24,7 +24,7 @@ Both storages
     ``frames.npy`` (for ``jpeg_parquet`` ``offset`` is the same running frame count, and the
     frames are the clip's row of ``frames.parquet``). ``status`` is ``"ok"`` (frames stored),
     ``"failed"`` (``reason`` names the file and the error, ``length`` 0) or ``"skipped"`` (the
-    input row's own status was not ``"ok"``).
+    input row's own status was neither ``"ok"`` nor the acquire stage's ``"usable"``).
 
 Rules
 -----
@@ -116,6 +116,8 @@ RESIZERS: tuple[str, ...] = ("swscale", "opencv")
 FRAMES_NPY = "frames.npy"
 FRAMES_PARQUET = "frames.parquet"
 INDEX_PARQUET = "index.parquet"
+USABLE_STATUSES: tuple[str, ...] = ("usable", "ok")
+"""Input ``status`` values whose clips are decoded (``usable`` from the acquire stage, or ``ok``)."""
 
 INDEX_SCHEMA = pa.schema([
     ("sample_id", pa.string()),
@@ -547,7 +549,8 @@ def extract_frames_shard(clips: pd.DataFrame, out_dir: str | os.PathLike[str],
     Parameters
     ----------
     clips:
-        Rows with ``sample_id`` (unique), ``clip_path`` and ``status``; only ``"ok"`` rows are
+        Rows with ``sample_id`` (unique), ``clip_path`` and ``status``; only rows whose status is
+        in :data:`USABLE_STATUSES` (``"usable"``, as the acquire stage writes, or ``"ok"``) are
         decoded, the others are listed in the index as ``"skipped"``.
     out_dir:
         Shard folder (created); its frame file and ``index.parquet`` are replaced atomically.
@@ -590,7 +593,7 @@ def extract_frames_shard(clips: pd.DataFrame, out_dir: str | os.PathLike[str],
     rows: list[dict[str, Any]] = []
     n_frames = 0
     items = clips[["sample_id", "clip_path", "status"]].to_dict("records")
-    todo = [r for r in items if r["status"] == "ok"]
+    todo = [r for r in items if r["status"] in USABLE_STATUSES]
     results = _ordered_map(lambda r: _process(r, settings), todo, workers)  # a generator: has .close()
     bar = tqdm(total=len(items), desc=f"frames ({settings.storage})", unit="clip", disable=not progress) \
         if tqdm is not None else None
@@ -600,7 +603,7 @@ def extract_frames_shard(clips: pd.DataFrame, out_dir: str | os.PathLike[str],
         try:
             for row in items:
                 sample_id, clip_path = str(row["sample_id"]), str(row["clip_path"])
-                if row["status"] != "ok":
+                if row["status"] not in USABLE_STATUSES:
                     rows.append(_index_row(sample_id, clip_path, "skipped", f"input status {row['status']!r}"))
                 else:
                     clip, jpegs, failure = next(results)

@@ -216,7 +216,8 @@ def test_bad_clips_fail_alone_and_bad_packets_are_skipped(tmp_path: Path, real_c
     clips = pd.concat([real_clips.iloc[:1], pd.DataFrame({
         "sample_id": ["garbage", "missing", "empty", "damaged", "not-ok"],
         "clip_path": [str(garbage), str(tmp_path / "nope.mp4"), str(empty), str(damaged), str(garbage)],
-        "status": ["ok", "ok", "ok", "ok", "download_failed"]})], ignore_index=True)
+        # "usable" is what the acquire stage writes; "ok" is accepted too; anything else is skipped.
+        "status": ["ok", "ok", "usable", "usable", "failed"]})], ignore_index=True)
     for storage in ("npy", "jpeg_parquet"):
         out = tmp_path / storage
         summary = extract_frames_shard(clips, out, FrameSettings(size=16, storage=storage), progress=False)

@@ -10,7 +10,7 @@ rule acquire:
         videos=directory(data_path("clips", "shard-{shard}", "videos")),
     params:
         shards=SHARDS,
-        out_dir=data_path("clips"),
+        out_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(output.clips)),
         cache_dir=data_path("cache", "sources"),
         acquire=section_flags(config["acquire"]),
     resources:

@@ -12,6 +12,9 @@ SOURCES = config["sources"]
 SUBSET = config["subset"]
 SHARDS = config["shards"]["count"]
 SHARD_IDS = [f"{i:03d}" for i in range(SHARDS)]
+# The frame / hand-crop array of a shard is named by its storage (see sldata/frames.py).
+FRAMES_FILE = "frames.npy" if config["frames"]["storage"] == "npy" else "frames.parquet"
+HAND_CROPS_FILE = "crops.npy" if config["hand_crops"]["storage"] == "npy" else "crops.parquet"
 
 wildcard_constraints:
     shard=r"\d{3}",
@@ -44,12 +47,24 @@ def get_shard_paths(stage, suffix):
     return [data_path(stage, f"shard-{s}{suffix}") for s in SHARD_IDS]
 
 
+def shard_root(path):
+    """data/<stage> from data/<stage>/shard-NNN/<file> or data/<stage>/shard-NNN.parquet."""
+    parent = os.path.dirname(path)
+    return os.path.dirname(parent) if os.path.basename(parent).startswith("shard-") else parent
+
+
 def get_final_outputs():
-    """Final targets: the last artifact of every stage built so far."""
+    """Final targets: the last artifact of every stage built so far.
+
+    Frames and hand crops (for RGB models) are not here: build them with the `frames_all` and
+    `hand_crops_all` targets (pipeline/rules/features.smk).
+    """
     return [
         data_path("subset", "samples.parquet"),
         data_path("subset", "label_map.json"),
         data_path("coverage", "coverage.json"),
+        data_path("pose_summary", "summary.json"),
         data_path("train", "metrics.json"),
         data_path("eval", "metrics.json"),
+        data_path("export", "sign-recognizer"),
     ]

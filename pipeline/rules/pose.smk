@@ -8,8 +8,8 @@ rule pose:
         pose=data_path("pose", "shard-{shard}.parquet"),
     params:
         shards=SHARDS,
-        clips_dir=data_path("clips"),
-        out_dir=data_path("pose"),
+        clips_dir=lambda wildcards, input: os.path.dirname(os.path.dirname(input.clips)),
+        out_dir=lambda wildcards, output: os.path.dirname(output.pose),
         pose=section_flags(config["pose"]),
     threads: config["pose"]["workers"]
     log:
@@ -31,8 +31,8 @@ rule pack_pose:
         index=data_path("features", "pose", "index.parquet"),
         skeleton=data_path("features", "pose", "skeleton.json"),
     params:
-        pose_dir=data_path("pose"),
-        out_dir=data_path("features", "pose"),
+        pose_dir=lambda wildcards, input: os.path.dirname(input.pose[0]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.keypoints),
         shards=SHARDS,
     log:
         "logs/pack_pose.log",

@@ -11,8 +11,8 @@ rule train:
         history=data_path("train", "history.csv"),
         curves=data_path("train", "curves.png"),
     params:
-        packed=data_path("features", "pose"),
-        out_dir=data_path("train"),
+        packed=lambda wildcards, input: os.path.dirname(input.keypoints),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
         work_dir=data_path("cache", "train"),
         features=section_flags(config["features"]),
         train=section_flags(config["train"]),
@@ -42,8 +42,8 @@ rule evaluate:
         val=directory(data_path("eval", "val")),
         test=directory(data_path("eval", "test")),
     params:
-        packed=data_path("features", "pose"),
-        out_dir=data_path("eval"),
+        packed=lambda wildcards, input: os.path.dirname(input.keypoints),
+        out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         seed=config["train"]["seed"],
     log:
         "logs/evaluate.log",
@@ -60,8 +60,8 @@ rule export:
     output:
         repo=directory(data_path("export", "sign-recognizer")),
     params:
-        out_dir=data_path("export"),
-        packed=data_path("features", "pose"),
+        out_dir=lambda wildcards, output: os.path.dirname(output.repo),
+        packed=lambda wildcards, input: os.path.dirname(input.keypoints),
         export=section_flags(config["export"]),
     log:
         "logs/export.log",

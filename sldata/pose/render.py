@@ -103,14 +103,16 @@ def draw_skeleton(image: np.ndarray, points: np.ndarray, skeleton: Skeleton,
     return out
 
 
-def _decode(video_path: Path) -> tuple[Iterator[np.ndarray], Fraction | None, av.container.InputContainer]:
+def _decode(video_path: Path, step: int = 1) -> tuple[Iterator[np.ndarray], Fraction | None,
+                                                      av.container.InputContainer]:
+    """Every ``step``-th decoded frame (0, step, 2*step, ...) as RGB, the stream's rate, the container."""
     container = av.open(os.fspath(video_path))
     if not container.streams.video:
         container.close()
         raise ValueError(f"{video_path} has no video stream")
     stream = container.streams.video[0]
     rate = stream.average_rate or stream.guessed_rate
-    frames = (fr.to_ndarray(format="rgb24") for fr in container.decode(stream))
+    frames = (fr.to_ndarray(format="rgb24") for i, fr in enumerate(container.decode(stream)) if i % step == 0)
     return frames, (Fraction(rate) if rate else None), container
 
 
@@ -133,13 +135,14 @@ def _gif_frame(image: np.ndarray) -> av.VideoFrame:
 
 def render_overlay(video_path: str | os.PathLike[str], keypoints: np.ndarray, skeleton: Skeleton,
                    out_path: str | os.PathLike[str], fps: float | None = None, max_frames: int | None = None,
-                   min_confidence: float = 0.0) -> int:
+                   min_confidence: float = 0.0, frame_step: int = 1) -> int:
     """Write ``video_path`` with ``keypoints`` drawn over it to ``out_path`` (``.mp4`` or ``.gif``).
 
     Parameters
     ----------
     video_path
-        The clip the keypoints were extracted from (frame ``t`` gets ``keypoints[t]``).
+        The clip the keypoints were extracted from (kept frame ``t``, i.e. decoded frame
+        ``t * frame_step``, gets ``keypoints[t]``).
     keypoints
         ``[T, P, 4]`` as laid out by ``skeleton``.
     skeleton
@@ -147,17 +150,23 @@ def render_overlay(video_path: str | os.PathLike[str], keypoints: np.ndarray, sk
     out_path
         Output file; ``.gif`` gives an animated GIF, anything else an MP4.
     fps
-        Output frame rate; default the clip's average rate (25 when it states none).
+        Output frame rate; default the clip's average rate (25 when it states none) divided by
+        ``frame_step``, so the overlay plays at the clip's speed.
     max_frames
         Render at most this many frames.
     min_confidence
         See :func:`draw_skeleton`.
+    frame_step
+        The pose stage's ``frame_step`` (``sldata.pose_settings`` in the shard metadata): the
+        keypoints are of every ``frame_step``-th decoded frame, so only those frames are drawn.
+        Without it, keypoints of a ``frame_step=2`` shard would be drawn on the wrong frames and
+        cover only the first half of the clip.
 
     Returns
     -------
     int
-        Frames written: the shorter of the clip and ``keypoints`` (a mismatch is logged), capped by
-        ``max_frames``.
+        Frames written: the shorter of the clip's kept frames and ``keypoints`` (a mismatch is
+        logged), capped by ``max_frames``.
 
     Raises
     ------
@@ -172,12 +181,15 @@ def render_overlay(video_path: str | os.PathLike[str], keypoints: np.ndarray, sk
         raise ValueError(f"max_frames must be at least 1, got {max_frames}")
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive, got {fps!r}")
+    if isinstance(frame_step, bool) or not isinstance(frame_step, (int, np.integer)) or frame_step < 1:
+        raise ValueError(f"frame_step must be an integer >= 1, got {frame_step!r}")
     video_path, out_path = Path(video_path), Path(out_path)
     is_gif = out_path.suffix.lower() == ".gif"
     limit = len(kp) if max_frames is None else min(len(kp), max_frames)
 
-    frames, src_rate, container = _decode(video_path)
-    rate = Fraction(fps).limit_denominator(1001) if fps is not None else (src_rate or DEFAULT_FPS)
+    frames, src_rate, container = _decode(video_path, int(frame_step))
+    rate = (Fraction(fps).limit_denominator(1001) if fps is not None
+            else (src_rate or DEFAULT_FPS) / int(frame_step))
     n = 0
     decoded_all = False
     with container, atomic_path(out_path) as tmp, \
@@ -209,7 +221,9 @@ def render_overlay(video_path: str | os.PathLike[str], keypoints: np.ndarray, sk
         for packet in stream.encode(None):
             out.mux(packet)
     if decoded_all and n < limit:
-        log.warning("%s has %d frames but %d keypoint frames were given; rendered %d", video_path, n, len(kp), n)
+        log.warning("%s has %d frames (frame_step %d) but %d keypoint frames were given; rendered %d",
+                    video_path, n, frame_step, len(kp), n)
     elif n == len(kp) and max_frames is None and not decoded_all:
-        log.warning("%s has more frames than the %d keypoint frames given; rendered %d", video_path, len(kp), n)
+        log.warning("%s has more frames (frame_step %d) than the %d keypoint frames given; rendered %d",
+                    video_path, frame_step, len(kp), n)
     return n
