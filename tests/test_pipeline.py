@@ -39,7 +39,7 @@ ARTIFACTS = [
 
 def run(cmd: list[str], cwd: Path) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 
@@ -59,7 +59,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["sources"]["wlasl"]["annotation"]["local_path"] = str(shared / "wlasl" / "asl100.json")
     params["acquire"]["local_store"]["dir"] = str(shared / "wlasl100_clips" / "videos")
-    params["subset"]["k"] = 2  # two glosses (about 30 clips) keep the clip and pose stages quick
+    params["subset"]["k"] = 1  # one gloss (about 15 clips) keeps the clip and pose stages quick
     params["shards"]["count"] = 2
     params["train"]["epochs"] = 2  # a tiny model for two epochs: the test is about the pipeline, not accuracy
     params["models"]["pose_transformer"].update(d_model=16, num_layers=1, num_heads=2)
@@ -98,22 +98,22 @@ def test_dvc_and_snakemake_agree(workdir: Path) -> None:
 def test_changed_k_shows_in_params_diff_and_reruns_only_the_subset(workdir: Path) -> None:
     run([sys.executable, "-m", "dvc", "repro"], workdir)
     params = (workdir / "params.yaml").read_text()
-    (workdir / "params.yaml").write_text(params.replace("k: 2", "k: 1"))
+    (workdir / "params.yaml").write_text(params.replace("k: 1", "k: 2"))
     diff = run([sys.executable, "-m", "dvc", "params", "diff"], workdir)
     assert "subset.k" in diff and "2" in diff and "1" in diff
     status = run([sys.executable, "-m", "dvc", "status"], workdir)
     assert "subset" in status and "manifest:" not in status
     changes = run([sys.executable, "-m", "snakemake", "-n", "--list-changes", "params"], workdir)
     assert "data/subset/samples.parquet" in changes and "manifest.parquet" not in changes
-    out = run([sys.executable, "-m", "dvc", "repro"], workdir)
+    out = run([sys.executable, "-m", "dvc", "repro", "subset"], workdir)  # not the clip stages: quick
     assert "Stage 'manifest' didn't change" in out and "Running stage 'subset'" in out
-    assert '"num_classes": 1' in (workdir / "data/subset/label_map.json").read_text()
+    assert '"num_classes": 2' in (workdir / "data/subset/label_map.json").read_text()
     (workdir / "params.yaml").write_text(params)
 
 
 def test_invalid_params_stop_snakemake_naming_the_key(workdir: Path) -> None:
     params = (workdir / "params.yaml").read_text()
-    (workdir / "params.yaml").write_text(params.replace("k: 2", "k: lots"))
+    (workdir / "params.yaml").write_text(params.replace("k: 1", "k: lots"))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "all"], cwd=workdir, env=env,
                             capture_output=True, text=True)
