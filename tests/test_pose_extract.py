@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pandas as pd
 import pytest
@@ -137,11 +138,12 @@ def test_resume_after_interruption(clip_table: pd.DataFrame, reference: tuple[Pa
     real = extract_mod.process_clip
     calls: list[str] = []
 
-    def dies_after_two(estimator: PoseEstimator, sample_id: str, clip_path: str | None):  # noqa: ANN202
+    def dies_after_two(estimator: PoseEstimator, sample_id: str, clip_path: str | None,  # noqa: ANN202
+                       frame_step: int = 1):
         if len(calls) == 2:
             raise _Interrupt
         calls.append(sample_id)
-        return real(estimator, sample_id, clip_path)
+        return real(estimator, sample_id, clip_path, frame_step=frame_step)
 
     monkeypatch.setattr(extract_mod, "process_clip", dies_after_two)
     with pytest.raises(_Interrupt):
@@ -151,7 +153,8 @@ def test_resume_after_interruption(clip_table: pd.DataFrame, reference: tuple[Pa
     first = list(calls)
 
     calls.clear()
-    monkeypatch.setattr(extract_mod, "process_clip", lambda e, s, p: (calls.append(s), real(e, s, p))[1])
+    monkeypatch.setattr(extract_mod, "process_clip",
+                        lambda e, s, p, frame_step=1: (calls.append(s), real(e, s, p, frame_step=frame_step))[1])
     summary = extract_pose_shard(clip_table, out, settings, progress=False)
     todo = [s for s, st in zip(clip_table["sample_id"], clip_table["status"]) if st == "ok"]
     assert calls == [s for s in todo if s not in first]  # only the missing clips were processed
@@ -276,3 +279,15 @@ def test_stale_checkpoints_are_discarded(tmp_path: Path) -> None:
     assert table["detail"].tolist() == ["clip status 'trim_failed' (box_outside_frame)",
                                         f"{tmp_path / 'nowhere.mp4'} does not exist"]
     assert not folder.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_frame_step_keeps_every_other_frame_and_halves_the_rate(shared: Path) -> None:
+    clip = shared / "wlasl100_clips" / "videos" / "05736.mp4"
+    with av.open(str(clip)) as container:
+        decoded = sum(1 for _ in container.decode(video=0))
+    settings = PoseSettings(workers=1, frame_step=2)
+    rec = process_clip(settings.make_estimator(), "wlasl-05736", clip, frame_step=2)
+    assert rec.status == "ok" and rec.num_frames == (decoded + 1) // 2
+    assert rec.fps == pytest.approx(12.5) and rec.keypoints.shape[0] == rec.num_frames
+    with pytest.raises(ValueError, match="frame_step"):
+        PoseSettings(frame_step=0)
