@@ -117,6 +117,8 @@ def add_inference_commands(sub: argparse._SubParsersAction) -> None:
                    help="pack-pose folder: check parity on its real val clips instead of synthetic inputs")
     p.add_argument("--parity-clips", "--parity_clips", dest="parity_clips", type=int, default=16, metavar="N",
                    help="real clips for the parity check")
+    p.add_argument("--calibration-clips", type=int, default=300, metavar="N",
+                   help="with --int8 and --parity-packed: train clips for NNCF calibration (default %(default)s)")
     p.set_defaults(handler=_cmd_export)
     p = sub.add_parser("predict", help="top-5 glosses of video files with an exported model (no torch needed)")
     add_predict_arguments(p)

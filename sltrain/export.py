@@ -339,10 +339,20 @@ def _quantize_int8(ov_model: Any, clips: Sequence[np.ndarray], spec: InputSpec) 
     return nncf.quantize(ov_model, nncf.Dataset(items), subset_size=len(items))
 
 
+def top1_of(runner: Runner, clips: Sequence[np.ndarray], labels: np.ndarray, spec: InputSpec) -> float:
+    """Per-instance top-1 of ``runner`` over model-input clips with their labels."""
+    hits = 0
+    for clip, label in zip(clips, labels):
+        pose, mask = pad_batch([np.asarray(clip, dtype=np.float32)[: spec.num_frames]], spec.num_frames)
+        hits += int(np.argmax(runner(pose, mask.astype(np.float32))[0]) == int(label))
+    return hits / max(1, len(clips))
+
+
 def export_model(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                  name: str = "sign-recognizer", version: int = 1, fp16: bool = False, quantize: bool = False,
                  parity_clips: Sequence[np.ndarray] | None = None, tolerance: float | None = None,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, calibration_clips: Sequence[np.ndarray] | None = None,
+                 accuracy_clips: tuple[Sequence[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
     """Export ``checkpoint`` to ``out_dir/name/version/`` (layout and checks in the module docs).
 
     Parameters
@@ -440,7 +450,8 @@ def export_model(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[
         export_onnx(model, heads, spec, onnx_path)
         ov_model = ov.convert_model(str(onnx_path))
         if quantize:
-            ov_model = _quantize_int8(ov_model, clips, spec)
+            calibration = check_parity_clips(calibration_clips, spec) if calibration_clips is not None else clips
+            ov_model = _quantize_int8(ov_model, calibration, spec)
         for key, value in metadata.items():
             ov_model.set_rt_info(json.dumps(value, sort_keys=True), [RT_INFO_SECTION, key])
         ov.save_model(ov_model, str(tmp / "model.xml"), compress_to_fp16=fp16)
@@ -456,6 +467,15 @@ def export_model(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[
             failed = {k: {m: v[m] for m in ("max_abs_diff", "tolerance", "top1_agreement", "near_ties")}
                       for k, v in report["backends"].items() if not v["passed"]}
             raise ExportParityError(f"{ckpt_path}: export parity check failed: {failed}", report)
+        if quantize and accuracy_clips is not None:
+            acc_clips, acc_labels = accuracy_clips
+            report["int8_accuracy"] = {
+                "clips": len(acc_clips),
+                "calibration_clips": len(calibration),
+                "top1_fp32_torch": top1_of(torch_runner(model), acc_clips, np.asarray(acc_labels), spec),
+                "top1_int8_openvino": top1_of(openvino_runner(str(tmp / "model.xml")), acc_clips,
+                                              np.asarray(acc_labels), spec),
+            }
         write_json(tmp / "sltrain.json", metadata)
         write_json(tmp / "parity.json", report)
         os.chmod(tmp, 0o755)
@@ -473,32 +493,42 @@ def export_model(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[
 
 
 def real_parity_clips(checkpoint: str | os.PathLike[str], packed_dir: str | os.PathLike[str],
-                      count: int = 16) -> list[np.ndarray]:
-    """Model inputs ``[T, P, C]`` of the first ``count`` val clips of a pack, prepared by the
-    checkpoint's own input spec (real keypoints, so parity is checked on real data)."""
+                      count: int = 16, split: str = "val") -> list[np.ndarray]:
+    """Model inputs ``[T, P, C]`` of the first ``count`` clips of ``split`` in a pack, prepared by
+    the checkpoint's own input spec (real keypoints, so parity is checked on real data)."""
+    clips, _ = labelled_clips(checkpoint, packed_dir, split, count)
+    return clips
+
+
+def labelled_clips(checkpoint: str | os.PathLike[str], packed_dir: str | os.PathLike[str], split: str,
+                   count: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Model inputs and labels of (the first ``count``) clips of ``split`` in a pack."""
     from sltrain.checkpoint import load_checkpoint
     from sltrain.data import PoseClips
     from sltrain.inputs import InputSpec
 
     spec = InputSpec.from_dict(load_checkpoint(checkpoint)["input_spec"])
-    clips = PoseClips(packed_dir, ("val",), spec)
-    rows = clips.rows_of("val")[:count]
+    clips = PoseClips(packed_dir, (split,), spec)
+    rows = clips.rows_of(split)[:count]
     if len(rows) == 0:
-        raise ExportError(f"{packed_dir}: no val clips for the parity check")
-    return [clips.features(int(r)) for r in rows]
+        raise ExportError(f"{packed_dir}: no {split} clips")
+    return [clips.features(int(r)) for r in rows], clips.labels[rows]
 
 
 def main_export(args: Any) -> int:
     """CLI: ``python -m sltrain export CHECKPOINT --out DIR [--name N] [--version V] [--fp16] [--int8]``."""
     import sys
 
-    parity_clips = None
+    parity_clips = calibration = accuracy = None
     if getattr(args, "parity_packed", None):
         parity_clips = real_parity_clips(args.checkpoint, args.parity_packed, args.parity_clips)
+        if args.int8:  # calibrate on train clips; report val top-1 of FP32 and INT8 side by side
+            calibration = real_parity_clips(args.checkpoint, args.parity_packed, args.calibration_clips, split="train")
+            accuracy = labelled_clips(args.checkpoint, args.parity_packed, "val")
     try:
         result = export_model(args.checkpoint, args.out, name=args.name, version=args.version, fp16=args.fp16,
                               quantize=args.int8, tolerance=args.tolerance, overwrite=args.overwrite,
-                              parity_clips=parity_clips)
+                              parity_clips=parity_clips, calibration_clips=calibration, accuracy_clips=accuracy)
     except ExportParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(json.dumps(exc.report, indent=2, sort_keys=True), file=sys.stderr)
@@ -506,6 +536,10 @@ def main_export(args: Any) -> int:
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if "int8_accuracy" in result["parity"]:
+        acc = result["parity"]["int8_accuracy"]
+        print(f"  val top-1 on {acc['clips']} clips: FP32 {acc['top1_fp32_torch']:.4f}, INT8 {acc['top1_int8_openvino']:.4f} "
+              f"(calibrated on {acc['calibration_clips']} train clips)")
     parity = result["parity"]["backends"]
     print(f"exported {args.checkpoint} -> {result['path']}")
     for backend, r in parity.items():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 from pathlib import Path
 
@@ -137,9 +136,8 @@ def test_refusals(checkpoint: tuple[Path, InputSpec], tmp_path: Path) -> None:
         export_model(tmp_path / "absent.pt", tmp_path)
     with pytest.raises(ExportError, match="expected"):
         export_model(ckpt, tmp_path, parity_clips=[np.zeros((4, 3, 2), np.float32)])
-    if importlib.util.find_spec("nncf") is None:
-        with pytest.raises(ExportError, match="needs the 'nncf' package"):
-            export_model(ckpt, tmp_path, quantize=True)
+    with pytest.raises(ExportError, match="fp16 or quantize"):
+        export_model(ckpt, tmp_path, quantize=True, fp16=True)
     assert not (tmp_path / "sign-recognizer").exists() or not any((tmp_path / "sign-recognizer").iterdir())
 
 
@@ -165,3 +163,23 @@ def test_synthetic_parity_clips_are_deterministic(checkpoint: tuple[Path, InputS
     assert len(a) == 8 and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert all(c.shape[1:] == (spec.num_points, spec.num_channels) and np.isfinite(c).all() for c in a)
     assert min(len(c) for c in a) < spec.num_frames <= max(len(c) for c in a)
+
+
+def test_int8_export_calibrates_on_given_clips_and_reports_val_accuracy_next_to_fp32(
+        checkpoint: tuple[Path, InputSpec], tmp_path: Path) -> None:
+    path, spec = checkpoint
+    clips = real_feature_clips(spec)
+    labels = np.array([0, 1, 0, 1])
+    result = export_model(path, tmp_path, quantize=True, parity_clips=clips, calibration_clips=clips * 2,
+                          accuracy_clips=(clips, labels))
+    acc = result["parity"]["int8_accuracy"]
+    assert acc["clips"] == 4 and acc["calibration_clips"] == 8
+    assert result["metadata"]["precision"] == "int8"
+    from sltrain.export import openvino_runner, top1_of, torch_runner
+    from sltrain.checkpoint import load_checkpoint, model_from_checkpoint
+
+    model, _, _ = model_from_checkpoint(load_checkpoint(path))
+    assert acc["top1_fp32_torch"] == top1_of(torch_runner(model), clips, labels, spec)
+    ir = Path(result["path"]) / "model.xml"
+    assert acc["top1_int8_openvino"] == top1_of(openvino_runner(str(ir)), clips, labels, spec)
+    assert json.loads((Path(result["path"]) / "parity.json").read_text())["int8_accuracy"] == acc
