@@ -106,10 +106,11 @@ def add_inference_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="model repository root")
     p.add_argument("--name", default="sign-recognizer", help="model name (folder; default %(default)s)")
     p.add_argument("--version", type=int, default=1, help="version folder, a positive integer (default %(default)s)")
-    precision = p.add_mutually_exclusive_group()
-    precision.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=False,
-                           help="store IR weights as FP16 (parity tolerance 1e-2)")
-    precision.add_argument("--int8", action="store_true", help="INT8 post-training quantization (needs nncf)")
+    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=False,
+                   help="store IR weights as FP16 (parity tolerance 1e-2); not with --int8")
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=False,
+                   help="INT8 post-training quantization with NNCF (with --parity-packed: calibrated on "
+                   "train clips, val top-1 of FP32 and INT8 in parity.json)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="largest allowed |logit difference| of the IR (default 1e-4, 1e-2 with --fp16)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
@@ -117,7 +118,7 @@ def add_inference_commands(sub: argparse._SubParsersAction) -> None:
                    help="pack-pose folder: check parity on its real val clips instead of synthetic inputs")
     p.add_argument("--parity-clips", "--parity_clips", dest="parity_clips", type=int, default=16, metavar="N",
                    help="real clips for the parity check")
-    p.add_argument("--calibration-clips", type=int, default=300, metavar="N",
+    p.add_argument("--calibration-clips", "--calibration_clips", dest="calibration_clips", type=int, default=300, metavar="N",
                    help="with --int8 and --parity-packed: train clips for NNCF calibration (default %(default)s)")
     p.set_defaults(handler=_cmd_export)
     p = sub.add_parser("predict", help="top-5 glosses of video files with an exported model (no torch needed)")
