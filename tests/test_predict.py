@@ -205,3 +205,15 @@ def test_stream_cli_bad_source(model_dir: Path, tmp_path: Path, capsys: pytest.C
     add_stream_arguments(parser)
     assert main_stream(parser.parse_args([str(tmp_path / "absent.mp4"), "--model", str(model_dir)])) == 1
     assert "missing_file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("relative", "size", "fps"), [
+    ("pose_format/test_video.mp4", (540, 720), 29.9),        # portrait, ~30 fps
+    ("wlasl_original_clips/videos/02712.mp4", (1920, 1080), 23.98),  # full HD, 23.98 fps
+])
+def test_videos_of_other_sizes_and_frame_rates(recognizer: Recognizer, relative: str, size: tuple[int, int],
+                                               fps: float) -> None:
+    result = recognizer.recognize_video(shared_data_dir() / relative)
+    assert (result.width, result.height) == size and result.fps == pytest.approx(fps, abs=0.05)
+    assert len(result.top) == 5 and sum(p for _, p in result.top) <= 1.0 + 1e-6
+    assert all(a[1] >= b[1] for a, b in zip(result.top, result.top[1:]))
