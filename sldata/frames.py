@@ -398,7 +398,10 @@ def decode_clip(path: str | os.PathLike[str], settings: FrameSettings = FrameSet
 
 
 class _NpyAppender:
-    """An ``.npy`` file of ``uint8 [n, S, S, 3]`` written by appending, ``n`` fixed at :meth:`close`.
+    """An ``.npy`` file of ``uint8 [n, *item_shape]`` written by appending, ``n`` fixed at :meth:`close`.
+
+    Frames use ``item_shape = (S, S, 3)``; hand crops (:mod:`sldata.pose.handcrop_stage`)
+    ``(2, S, S, 3)``.
 
     The header is written first for ``n = 0`` and rewritten in place with the final ``n`` on
     close: numpy pads ``.npy`` headers so that their length does not depend on ``shape[0]``
@@ -406,9 +409,9 @@ class _NpyAppender:
     ~2.4x faster than filling an ``open_memmap`` (no page fault per 4 KiB page of a new file).
     """
 
-    def __init__(self, path: Path, size: int) -> None:
+    def __init__(self, path: Path, item_shape: tuple[int, ...]) -> None:
         self.path = path
-        self.frame_shape = (size, size, 3)
+        self.item_shape = tuple(item_shape)
         self.n = 0
         self.fh = open(path, "wb")
         header = self._header(0)
@@ -419,17 +422,17 @@ class _NpyAppender:
         buf = io.BytesIO()
         np.lib.format.write_array_header_1_0(
             buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                  "shape": (n, *self.frame_shape)})
+                  "shape": (n, *self.item_shape)})
         return buf.getvalue()
 
-    def append(self, frames: np.ndarray) -> int:
-        """Append ``frames`` (``uint8 [k, S, S, 3]``); return the index of the first."""
-        if frames.dtype != np.uint8 or frames.shape[1:] != self.frame_shape:
-            raise ValueError(f"{self.path}: expected uint8 frames of shape {self.frame_shape}, "
-                             f"got {frames.dtype} {frames.shape[1:]}")
-        self.fh.write(np.ascontiguousarray(frames).data)
+    def append(self, items: np.ndarray) -> int:
+        """Append ``items`` (``uint8 [k, *item_shape]``); return the index of the first."""
+        if items.dtype != np.uint8 or items.shape[1:] != self.item_shape:
+            raise ValueError(f"{self.path}: expected uint8 items of shape {self.item_shape}, "
+                             f"got {items.dtype} {items.shape[1:]}")
+        self.fh.write(np.ascontiguousarray(items).data)
         offset = self.n
-        self.n += len(frames)
+        self.n += len(items)
         return offset
 
     def close(self) -> None:
@@ -598,7 +601,7 @@ def extract_frames_shard(clips: pd.DataFrame, out_dir: str | os.PathLike[str],
     bar = tqdm(total=len(items), desc=f"frames ({settings.storage})", unit="clip", disable=not progress) \
         if tqdm is not None else None
     with atomic_path(frames_path) as tmp:
-        writer: _NpyAppender | _JpegParquet = (_NpyAppender(tmp, settings.size) if settings.storage == "npy"
+        writer: _NpyAppender | _JpegParquet = (_NpyAppender(tmp, (settings.size, settings.size, 3)) if settings.storage == "npy"
                                                else _JpegParquet(tmp))
         try:
             for row in items:

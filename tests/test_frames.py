@@ -247,7 +247,7 @@ def test_duplicate_ids_and_missing_columns_rejected(tmp_path: Path) -> None:
 
 def test_npy_appender_fixes_the_header_at_close(tmp_path: Path) -> None:
     path = tmp_path / "g.npy"
-    writer = _NpyAppender(path, size=4)
+    writer = _NpyAppender(path, (4, 4, 3))
     chunks = [np.full((k, 4, 4, 3), k, np.uint8) for k in (1, 3, 5)]
     offsets = [writer.append(c) for c in chunks]
     with pytest.raises(ValueError, match="shape"):

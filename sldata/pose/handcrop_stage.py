@@ -33,7 +33,6 @@ GIL), results are written in input order, so the shard does not depend on ``work
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import time
@@ -48,7 +47,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sldata.atomic import atomic_path
-from sldata.frames import STORAGES, USABLE_STATUSES, _JpegParquet, _ordered_map, encode_jpegs
+from sldata.frames import STORAGES, USABLE_STATUSES, _JpegParquet, _NpyAppender, _ordered_map, encode_jpegs
 from sldata.pose.extract import ClipReader, PoseClipError
 from sldata.pose.handcrops import HandCropSettings, crop_hands, hand_crop_boxes
 from sldata.pose.skeleton import Skeleton
@@ -124,49 +123,6 @@ class HandCropStageSettings:
                              f"known: {', '.join(sorted(stage_keys | crop_keys))}")
         crops = HandCropSettings.from_dict({k: v for k, v in data.items() if k in crop_keys})
         return cls(crops=crops, **{k: v for k, v in data.items() if k in stage_keys})
-
-
-class _NpyAppender:
-    """An ``.npy`` of ``uint8 [n, *item_shape]`` written by appending; ``n`` is fixed at :meth:`close`.
-
-    As :class:`sldata.frames._NpyAppender` (whose item shape is one frame): numpy pads ``.npy``
-    headers so their length does not depend on ``shape[0]``, so the header is rewritten in place.
-    """
-
-    def __init__(self, path: Path, item_shape: tuple[int, ...]) -> None:
-        self.path = path
-        self.item_shape = tuple(item_shape)
-        self.n = 0
-        self.fh = open(path, "wb")
-        header = self._header(0)
-        self.header_len = len(header)
-        self.fh.write(header)
-
-    def _header(self, n: int) -> bytes:
-        buf = io.BytesIO()
-        np.lib.format.write_array_header_1_0(
-            buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
-                  "shape": (n, *self.item_shape)})
-        return buf.getvalue()
-
-    def append(self, items: np.ndarray) -> int:
-        if items.dtype != np.uint8 or items.shape[1:] != self.item_shape:
-            raise ValueError(f"{self.path}: expected uint8 items of shape {self.item_shape}, "
-                             f"got {items.dtype} {items.shape[1:]}")
-        self.fh.write(np.ascontiguousarray(items).data)
-        offset = self.n
-        self.n += len(items)
-        return offset
-
-    def close(self) -> None:
-        if self.fh.closed:
-            return
-        header = self._header(self.n)
-        if len(header) != self.header_len:  # pragma: no cover - numpy pads headers for growth
-            raise RuntimeError(f"{self.path}: npy header length changed ({len(header)} != {self.header_len})")
-        self.fh.seek(0)
-        self.fh.write(header)
-        self.fh.close()
 
 
 @dataclass
