@@ -75,12 +75,11 @@ def model_from_checkpoint(ckpt: Mapping[str, Any]) -> tuple[torch.nn.Module, Inp
     CheckpointError
         When the stored weights do not fit the stored model description.
     """
-    from sltrain.models.factory import build_model
+    from sltrain.models.factory import build_pose_model
 
     spec = InputSpec.from_dict(ckpt["input_spec"])
     m = ckpt["model"]
-    model = build_model(m["name"], dict(m["config"]), num_points=spec.num_points, in_channels=spec.num_channels,
-                        heads=m["heads"], edges=spec.edges() if m["name"] == "stgcn" else None)
+    model = build_pose_model(m["name"], dict(m["config"]), spec, m["heads"])
     try:
         model.load_state_dict(ckpt["model_state"], strict=True)
     except RuntimeError as exc:

@@ -158,15 +158,14 @@ def write_untrained_checkpoint(path: str | os.PathLike[str], classes: Sequence[s
     InputSpec
         The checkpoint's input spec.
     """
-    from sltrain.models.factory import build_model
+    from sltrain.models.factory import build_pose_model
 
     sk = Skeleton(face=face)
     spec = InputSpec(skeleton=sk.to_dict(), points=point_preset(points, sk), num_frames=num_frames)
     heads = {"gloss": {"num_classes": len(classes), "weight": 1.0}}
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG state
         torch.manual_seed(seed)
-        model = build_model("pose_transformer", dict(model_config or {}), num_points=spec.num_points,
-                            in_channels=spec.num_channels, heads=heads)
+        model = build_pose_model("pose_transformer", dict(model_config or {}), spec, heads)
     save_checkpoint(path, {
         "format": FORMAT,
         "model": {"name": "pose_transformer", "config": dict(model_config or {}), "heads": heads},

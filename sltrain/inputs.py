@@ -112,15 +112,6 @@ class InputSpec:
     def num_channels(self) -> int:
         return len(self.channels)
 
-    def edges(self) -> list[tuple[int, int]]:
-        """Skeleton edges between kept points (plus body wrist to hand wrist), as indices into :attr:`points`."""
-        sk = self.skeleton_obj
-        pos = {int(g): i for i, g in enumerate(self.point_indices)}
-        pairs = list(sk.edges())
-        for side in ("left", "right"):  # the hand models' wrist is the body's wrist
-            pairs.append((sk.index(f"body.{side}_wrist"), sk.index(f"{side}_hand.wrist")))
-        return [(pos[a], pos[b]) for a, b in pairs if a in pos and b in pos]
-
     def to_dict(self) -> dict[str, Any]:
         return {"skeleton": dict(self.skeleton), "points": list(self.points), "features": dict(self.features),
                 "num_frames": self.num_frames, "hand_local": self.hand_local}

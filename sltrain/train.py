@@ -168,7 +168,7 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
     """
     from tqdm import tqdm
 
-    from sltrain.models.factory import build_model, count_parameters
+    from sltrain.models.factory import build_pose_model, count_parameters
     from sltrain.models.heads import FreezeSchedule
 
     out, work = Path(out_dir), Path(work_dir)
@@ -188,8 +188,7 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
     config_record = {"train": dataclasses.asdict(cfg), "features": dataclasses.asdict(features)}
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, dict(cfg.model_config), num_points=spec.num_points, in_channels=spec.num_channels,
-                        heads=heads, edges=spec.edges() if cfg.model == "stgcn" else None).to(device)
+    model = build_pose_model(cfg.model, dict(cfg.model_config), spec, heads).to(device)
     if cfg.load_weights:
         from sltrain.models.rgb_s3d import load_pretrained
 

@@ -182,3 +182,11 @@ def test_hand_local_coordinates_measure_hand_shape_in_hand_sizes() -> None:
     assert local[0, left.start + 8].tolist() == [0.5, 2.0]
     assert local[0, left.start].tolist() == [0.0, 0.0]
     assert not local[1].any() and not local[:, sk.part_slice("right_hand")].any() and not local[:, :33].any()
+
+
+def test_stgcn_trains_and_reloads_from_its_checkpoint(packed: tuple[Path, Path], tmp_path: Path) -> None:
+    pack, labels = packed
+    cfg = config(model="stgcn", model_config={"channels": (8, 8), "strides": (1, 2), "temporal_kernel": 3}, epochs=1)
+    train(pack, labels, tmp_path / "o", tmp_path / "w", cfg, FEATURES, progress=False)
+    model, spec, _ = model_from_checkpoint(load_checkpoint(tmp_path / "o" / "model.pt"))
+    assert spec.num_points == 57 and type(model).__name__ == "STGCN"

@@ -13,10 +13,11 @@ from typing import Any
 
 from torch import nn
 
+from sltrain.inputs import InputSpec
 from sltrain.models.heads import HeadsConfig
 from sltrain.models.pose_transformer import PoseTransformer
 from sltrain.models.rgb_s3d import RGBS3D
-from sltrain.models.stgcn import STGCN
+from sltrain.models.stgcn import STGCN, skeleton_graph
 from sltrain.models.vtn import VTN
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -79,6 +80,19 @@ def build_model(name: str, config: Mapping[str, Any] | None, *, num_points: int,
     if name == "vtn":
         return VTN(num_points, in_channels, heads, **config)
     return PoseTransformer(num_points, in_channels, heads, **config)
+
+
+def build_pose_model(name: str, config: Mapping[str, Any] | None, spec: InputSpec, heads: HeadsConfig) -> nn.Module:
+    """:func:`build_model` for inputs prepared by ``spec`` (``[B, T, spec.num_points, spec.num_channels]``).
+
+    ``stgcn``'s graph is :func:`skeleton_graph` on the spec's points (skeleton edges and each
+    hand's wrist linked to the body's wrist), in the spec's point order.
+    """
+    edges = None
+    if name == "stgcn":
+        edges = skeleton_graph(spec.skeleton_obj, list(spec.point_indices), link_head=False).edges
+    return build_model(name, config, num_points=spec.num_points, in_channels=spec.num_channels, heads=heads,
+                       edges=edges)
 
 
 def _require_edges(edges: Sequence[tuple[int, int]] | None) -> Sequence[tuple[int, int]]:
