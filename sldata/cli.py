@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,6 +133,24 @@ def parse_shards(text: str, count: int) -> list[int]:
     return [shard]
 
 
+def add_shard_arguments(p: argparse.ArgumentParser, clips_dir: bool = True) -> None:
+    """``--shard``, ``--shards`` and ``--no-progress`` of a per-shard command (and ``--clips-dir``)."""
+    if clips_dir:
+        p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
+    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
+    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def shard_clip_tables(args: argparse.Namespace) -> Iterator[tuple[str, pd.DataFrame]]:
+    """``(shard name, its clips.parquet)`` for each shard ``--shard`` selects under ``--clips-dir``."""
+    import pandas as pd
+
+    for shard in parse_shards(args.shard, args.shards):
+        name = shard_name(shard)
+        yield name, pd.read_parquet(args.clips_dir / name / "clips.parquet")
+
+
 def _cmd_acquire(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -169,15 +187,11 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
 
 
 def _cmd_pose(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from sldata.pose.extract import PoseSettings, extract_pose_shard
     from sldata.section_args import section_from_args
 
     settings = PoseSettings.from_dict(section_from_args(args, "pose"))
-    for shard in parse_shards(args.shard, args.shards):
-        name = shard_name(shard)
-        clips = pd.read_parquet(args.clips_dir / name / "clips.parquet")
+    for name, clips in shard_clip_tables(args):
         summary = extract_pose_shard(clips, args.out_dir / f"{name}.parquet", settings, progress=not args.no_progress)
         print(f"{name}: {summary['clips']} clips, {summary['frames']} frames "
               f"({summary['frames_per_s']:.1f} frames/s); by status: {summary['by_status']}")
@@ -201,8 +215,6 @@ def _cmd_pack_pose(args: argparse.Namespace) -> int:
 
 
 def _cmd_frames(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from sldata.frames import FrameSettings, extract_frames_shard
     from sldata.section_args import section_from_args
 
@@ -210,9 +222,7 @@ def _cmd_frames(args: argparse.Namespace) -> int:
     workers = section.pop("workers")
     target_fps = section.pop("target_fps")
     settings = FrameSettings.from_dict({**section, "target_fps": float(target_fps) if target_fps > 0 else None})
-    for shard in parse_shards(args.shard, args.shards):
-        name = shard_name(shard)
-        clips = pd.read_parquet(args.clips_dir / name / "clips.parquet")
+    for name, clips in shard_clip_tables(args):
         summary = extract_frames_shard(clips, args.out_dir / name, settings, progress=not args.no_progress,
                                        workers=workers)
         print(f"{name}: {summary['n_ok']} clips with frames, {summary['n_failed']} failed, {summary['n_skipped']} "
@@ -222,15 +232,11 @@ def _cmd_frames(args: argparse.Namespace) -> int:
 
 
 def _cmd_hand_crops(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from sldata.pose.handcrop_stage import HandCropStageSettings, hand_crops_shard
     from sldata.section_args import section_from_args
 
     settings = HandCropStageSettings.from_dict(section_from_args(args, "hand_crops"))
-    for shard in parse_shards(args.shard, args.shards):
-        name = shard_name(shard)
-        clips = pd.read_parquet(args.clips_dir / name / "clips.parquet")
+    for name, clips in shard_clip_tables(args):
         summary = hand_crops_shard(clips, args.pose_dir / f"{name}.parquet", args.out_dir / name, settings,
                                    progress=not args.no_progress)
         print(f"{name}: {summary['n_ok']} clips cropped, {summary['n_failed']} failed, {summary['n_skipped']} skipped; "
@@ -406,11 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Downloads and the download ledger stay in CACHE_DIR between runs.",
     )
     p.add_argument("--samples", required=True, type=Path, help="samples.parquet from the subset stage")
-    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
-    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    add_shard_arguments(p, clips_dir=False)
     p.add_argument("--out-dir", required=True, type=Path, help="output root, e.g. data/clips (shards go to OUT_DIR/shard-NNN)")
     p.add_argument("--cache-dir", required=True, type=Path, help="download cache root, e.g. data/cache/sources")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_section_arguments(p, "acquire")
     p.set_defaults(handler=_cmd_acquire)
 
@@ -433,11 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and writes OUT_DIR/shard-NNN.parquet (one row per clip, skeleton in the file metadata). Resumable: a killed "
         "run continues from its last checkpoint.",
     )
-    p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
-    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
-    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    add_shard_arguments(p)
     p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/pose")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_section_arguments(p, "pose")
     p.set_defaults(handler=_cmd_pose)
 
@@ -461,11 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
         "into OUT_DIR/shard-NNN/ (frames.npy or frames.parquet, with index.parquet giving each clip's offset and "
         "length; see sldata/frames.py).",
     )
-    p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
-    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
-    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    add_shard_arguments(p)
     p.add_argument("--out-dir", required=True, type=Path, help="output root, e.g. data/frames")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_section_arguments(p, "frames")
     p.set_defaults(handler=_cmd_frames)
 
@@ -477,12 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(params: hand_crops.*) and writes OUT_DIR/shard-NNN/ (crops.npy [frames, 2, S, S, 3] or crops.parquet, "
         "boxes.npy, index.parquet; see sldata/pose/handcrop_stage.py).",
     )
-    p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
+    add_shard_arguments(p)
     p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder, e.g. data/pose")
-    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
-    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
     p.add_argument("--out-dir", required=True, type=Path, help="output root, e.g. data/hand_crops")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_section_arguments(p, "hand_crops")
     p.set_defaults(handler=_cmd_hand_crops)
 
