@@ -84,7 +84,12 @@ def coverage_report(manifest: pd.DataFrame, ledger: pd.DataFrame, tolerance_s: f
     tolerance_s
         Slack allowed between a clip's end and the video's decoded duration.
     """
-    status = clip_status(manifest, ledger, tolerance_s)
+    return report_from_status(clip_status(manifest, ledger, tolerance_s))
+
+
+def report_from_status(status: pd.DataFrame) -> pd.DataFrame:
+    """The :func:`coverage_report` table from one row per clip with ``dataset``, ``split`` and
+    ``status`` (``usable`` or why not)."""
     counts = pd.crosstab([status["dataset"], status["split"]], status["status"]) if len(status) else pd.DataFrame()
     reasons = sorted(c for c in counts.columns if c != USABLE)
     report = pd.DataFrame(index=counts.index)

@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 
 from sldata.acquire.captions import CaptionMaskSettings, mask_captions_in_video
+from sldata.acquire.coverage import USABLE, report_from_status
 from sldata.acquire.crops import CropSettings, clean_crops
 from sldata.acquire.download import DownloadSettings, SourceRequest, build_requests, download_sources
 from sldata.acquire.ledger import FailureReason
@@ -44,7 +45,6 @@ from sldata.settings import settings_from_dict
 
 log = logging.getLogger(__name__)
 
-USABLE = "usable"
 FAILED = "failed"
 
 CLIP_COLUMNS: list[str] = [
@@ -297,24 +297,10 @@ def read_clip_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
 
 def coverage_from_clip_tables(clips: pd.DataFrame) -> pd.DataFrame:
     """Counts per (dataset, split): ``clips``, ``usable``, ``usable_ratio`` and one column per failure
-    reason; a last row ``("ALL", "ALL")`` sums everything (same layout as
-    :func:`sldata.acquire.coverage.coverage_report`)."""
+    reason; a last row ``("ALL", "ALL")`` sums everything (:func:`sldata.acquire.coverage.report_from_status`)."""
     status = clips["status"].where(clips["status"] == USABLE, clips["reason"].fillna("unknown")).astype(str)
-    counts = pd.crosstab([clips["dataset"].astype(str), clips["split"].astype(str)], status)
-    reasons = sorted(c for c in counts.columns if c != USABLE)
-    report = pd.DataFrame(index=counts.index)
-    report["clips"] = counts.sum(axis=1)
-    report["usable"] = counts[USABLE] if USABLE in counts.columns else 0
-    for reason in reasons:
-        report[reason] = counts[reason]
-    total = report.sum(axis=0).to_frame().T
-    total.index = pd.MultiIndex.from_tuples([("ALL", "ALL")], names=["dataset", "split"])
-    report = pd.concat([report, total]).astype("int64")
-    ratio = report["usable"] / report["clips"].where(report["clips"] > 0)
-    report.insert(2, "usable_ratio", ratio.fillna(0.0).round(4))
-    report.index.names = ["dataset", "split"]
-    return report
-
+    return report_from_status(pd.DataFrame({"dataset": clips["dataset"].astype(str).to_numpy(),
+                                            "split": clips["split"].astype(str).to_numpy(), "status": status.to_numpy()}))
 
 def coverage_metrics(report: pd.DataFrame) -> dict[str, Any]:
     """The report as nested JSON for ``dvc metrics``: ``{dataset: {split: {clips, usable, ...}}}``."""
