@@ -25,21 +25,17 @@ from sldata.atomic import write_json
 from sltrain.checkpoint import load_checkpoint, model_from_checkpoint
 from sltrain.data import PoseClips
 from sltrain.metrics import confusion_matrix, evaluate_predictions, write_evaluation
+from sltrain.train import evaluate_rows
 
 log = logging.getLogger(__name__)
 
 
 def score_split(model: torch.nn.Module, clips: PoseClips, split: str, batch_size: int = 64) -> np.ndarray:
     """Softmax scores ``[N, K]`` of the clips of ``split`` (deterministic, eval mode)."""
-    rows = clips.rows_of(split)
-    out = []
-    model.eval()
-    with torch.no_grad():
-        for b in clips.iter_batches(rows, batch_size, cache=False):
-            logits = model({"pose": torch.from_numpy(b.pose), "mask": torch.from_numpy(b.mask)})["gloss"]
-            out.append(torch.softmax(logits.float(), dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
+    logits, _ = evaluate_rows(model, clips, clips.rows_of(split), batch_size, torch.device("cpu"))
+    if len(logits) == 0:
+        return np.zeros((0, 0), np.float32)
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
 
 def evaluate(model_path: str | os.PathLike[str], packed_dir: str | os.PathLike[str],
              samples_path: str | os.PathLike[str], splits: Sequence[str], out_dir: str | os.PathLike[str],
