@@ -41,7 +41,6 @@ failed or killed export never leaves a half-written model folder.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -58,6 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sldata.annotations.jsonfile import sha256_of
 from sldata.atomic import write_json
 from sldata.pose.skeleton import Skeleton
 from sltrain import __version__
@@ -103,15 +103,6 @@ class _ExportWrapper(nn.Module):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _package_version(name: str) -> str | None:
@@ -430,7 +421,7 @@ def export_model(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[
         "label_map": dict(ckpt["label_map"]),
         "params": dict(ckpt["params"]),
         "epoch": int(ckpt["epoch"]),
-        "checkpoint_sha256": sha256_file(ckpt_path),
+        "checkpoint_sha256": sha256_of(ckpt_path),
         "inputs": {"pose": {"shape": [1, spec.num_frames, spec.num_points, spec.num_channels], "dtype": "float32",
                             "channels": spec.channels},
                    "mask": {"shape": [1, spec.num_frames], "dtype": "float32",
