@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from sldata.atomic import atomic_path, write_json
+from sldata.pose.store import load_packed
 from sldata.settings import settings_from_dict
 from sltrain.augment import PoseAugment
 from sltrain.checkpoint import FORMAT, CheckpointError, load_checkpoint, save_checkpoint
@@ -178,7 +179,7 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
     device = resolve_device(cfg.device)
     label_map = json.loads(Path(label_map_path).read_text(encoding="utf-8"))
     classes = [str(g) for g in label_map["glosses"]]
-    _, _, meta = _packed_meta(packed_dir)
+    _, _, meta = load_packed(packed_dir)
     spec = features.input_spec(meta["skeleton"])
     clips = PoseClips(packed_dir, ("train", "val"), spec)
     train_rows, val_rows = clips.rows_of("train"), clips.rows_of("val")
@@ -298,12 +299,6 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
     _write_history(out, history)
     write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def _packed_meta(packed_dir: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, Any]]:
-    from sldata.pose.store import load_packed
-
-    return load_packed(packed_dir)
 
 
 def _write_history(out: Path, history: list[dict[str, Any]]) -> None:
