@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -10,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import REPO_ROOT
+from pipeline_repo import digests as repo_digests
+from pipeline_repo import make_pipeline_repo, run
 
 pytestmark = pytest.mark.pipeline
 
@@ -37,41 +37,14 @@ ARTIFACTS = [
 # The ledger records when each video was acquired: identical because the download cache is kept.
 
 
-def run(cmd: list[str], cwd: Path) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
-
-
 def digests(root: Path) -> dict[str, str]:
-    return {a: hashlib.sha256((root / a).read_bytes()).hexdigest() for a in ARTIFACTS}
+    return repo_digests(root, ARTIFACTS)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     """A fresh git + DVC repository holding the pipeline definition and code, params pointing at shared/."""
-    root = tmp_path_factory.mktemp("repo")
-    for name in ("Snakefile", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(REPO_ROOT / name, root / name)
-    for name in ("pipeline", "sldata", "sltrain"):
-        shutil.copytree(REPO_ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["sources"]["wlasl"]["annotation"]["local_path"] = str(shared / "wlasl" / "asl100.json")
-    params["acquire"]["local_store"]["dir"] = str(shared / "wlasl100_clips" / "videos")
-    params["subset"]["k"] = 1  # one gloss (about 15 clips) keeps the clip and pose stages quick
-    params["shards"]["count"] = 2
-    params["train"]["epochs"] = 2  # a tiny model for two epochs: the test is about the pipeline, not accuracy
-    params["models"]["pose_transformer"].update(d_model=16, num_layers=1, num_heads=2)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], root)
-    run(["git", "config", "user.email", "ci@example.org"], root)
-    run(["git", "config", "user.name", "ci"], root)
-    run([sys.executable, "-m", "dvc", "init", "-q"], root)
-    shutil.copy(REPO_ROOT / ".dvc" / "config", root / ".dvc" / "config")
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "pipeline"], root)
-    return root
+    return make_pipeline_repo(tmp_path_factory.mktemp("repo"), shared)
 
 
 def test_dvc_and_snakemake_agree(workdir: Path) -> None:
