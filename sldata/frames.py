@@ -81,6 +81,7 @@ size matters more than read speed (large subsets, bigger ``size``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -600,7 +601,12 @@ def extract_frames_shard(clips: pd.DataFrame, out_dir: str | os.PathLike[str],
     results = _ordered_map(lambda r: _process(r, settings), todo, workers)  # a generator: has .close()
     bar = tqdm(total=len(items), desc=f"frames ({settings.storage})", unit="clip", disable=not progress) \
         if tqdm is not None else None
-    with atomic_path(frames_path) as tmp:
+    # Both files are written to temporaries first; index.parquet (the completeness mark) is removed
+    # just before the frame file is renamed into place and renamed in last, so a kill or a full disk
+    # never pairs a new frame file with an old index: the shard is the old one, new or incomplete.
+    with contextlib.ExitStack() as stack:
+        index_tmp = stack.enter_context(atomic_path(index_path))  # entered first: renamed last
+        tmp = stack.enter_context(atomic_path(frames_path))
         writer: _NpyAppender | _JpegParquet = (_NpyAppender(tmp, (settings.size, settings.size, 3)) if settings.storage == "npy"
                                                else _JpegParquet(tmp))
         try:
@@ -629,9 +635,9 @@ def extract_frames_shard(clips: pd.DataFrame, out_dir: str | os.PathLike[str],
             writer.close()
             if bar is not None:
                 bar.close()
-    index = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA) if rows else INDEX_SCHEMA.empty_table()
-    with atomic_path(index_path) as tmp:
-        pq.write_table(index, tmp, compression="zstd")
+        index = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA) if rows else INDEX_SCHEMA.empty_table()
+        pq.write_table(index, index_tmp, compression="zstd")
+        index_path.unlink(missing_ok=True)
     if stale.exists():  # a shard of the other storage left here would confuse the reader
         stale.unlink()
     seconds = time.perf_counter() - started

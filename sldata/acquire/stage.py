@@ -39,7 +39,7 @@ from sldata.acquire.download import DownloadSettings, SourceRequest, build_reque
 from sldata.acquire.ledger import FailureReason
 from sldata.acquire.store import LocalStore
 from sldata.acquire.trim import TrimSettings, trim_clips
-from sldata.atomic import write_json
+from sldata.atomic import is_out_of_space, write_json
 from sldata.manifest import write_parquet
 from sldata.settings import settings_from_dict
 
@@ -191,6 +191,8 @@ def acquire_shard(samples: pd.DataFrame, shard: int, count: int, out_dir: str | 
         sid, key = rec["sample_id"], rec["source_key"]
         if sid in pre_ids and sid in by_key.index and by_key.at[sid, "status"] == "ok":
             pre_rows.append(rec)
+        elif sid in pre_ids and sid in by_key.index:  # a pretrimmed clip whose store file was refused
+            fail(sid, "download", str(by_key.at[sid, "failure_reason"]), str(by_key.at[sid, "last_error"] or ""))
         elif key in offline_missing:
             fail(sid, "download", FailureReason.NOT_IN_LOCAL_STORE.value, offline_missing[key])
         elif key in by_key.index and by_key.at[key, "status"] == "ok":
@@ -237,7 +239,9 @@ def acquire_shard(samples: pd.DataFrame, shard: int, count: int, out_dir: str | 
                 report = mask_captions_in_video(clip, tmp, settings.captions)
                 tmp.replace(clip)
                 masked[sid] = len(report.boxes)
-            except Exception as exc:  # one bad clip never stops the shard
+            except Exception as exc:  # one bad clip never stops the shard (a full disk does)
+                if is_out_of_space(exc):
+                    raise
                 fail(sid, "captions", "caption_masking_failed", f"{type(exc).__name__}: {exc}")
 
     records = []

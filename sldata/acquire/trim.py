@@ -54,7 +54,7 @@ import pandas as pd
 
 from sldata.acquire.crops import EPS_S, REJECT_COLUMNS
 from sldata.settings import settings_from_dict
-from sldata.atomic import atomic_path, write_json
+from sldata.atomic import atomic_path, is_out_of_space, write_json
 
 try:  # tqdm is a declared dependency; degrade to no progress bar if it is absent.
     from tqdm import tqdm
@@ -645,6 +645,12 @@ def trim_clips(rows: pd.DataFrame, source_paths: Mapping[str, str | Path], out_d
                                  settings=settings, sample_id=sample_id)
         except TrimError as exc:
             rejects.append({"sample_id": sample_id, "stage": "trim", "reason": exc.reason, "detail": exc.detail})
+            continue
+        except OSError as exc:
+            if is_out_of_space(exc):  # the disk, not the clip: stop rather than record a good clip as failed
+                raise
+            rejects.append({"sample_id": sample_id, "stage": "trim", "reason": TrimReason.ERROR,
+                            "detail": f"{type(exc).__name__}: {exc}"})
             continue
         except Exception as exc:  # one bad clip must not stop the batch; keep the evidence
             rejects.append({"sample_id": sample_id, "stage": "trim", "reason": TrimReason.ERROR,
