@@ -12,24 +12,34 @@ On the same ``N`` real WLASL100 clips (``$SLDATA_SHARED/wlasl100_clips/videos``,
     (from the decode pass) and storage (checkpoint parts, merge and final write, timed inside the
     run) as a share of all the work (decode + Holistic + storage, in single-process seconds);
 (c) the same with ``frame_step=2`` (the default in params.yaml): keypoint frames/s and clips/s;
-(d) storage: bytes per clip of the Parquet shard of (b) against the same keypoints written as
-    OpenPose-style JSON, one file per frame (``people[0].pose_keypoints_2d``,
-    ``face_keypoints_2d``, ``hand_left_keypoints_2d``, ``hand_right_keypoints_2d``: flattened
-    ``[x, y, c, ...]`` in pixels, missing points ``0, 0, 0``, no people when no body), as OpenPose
-    writes them (target: Parquet <= 1/5 of the JSON).
+(d) storage: bytes per clip of the same keypoints as OpenPose-style JSON, one file per frame
+    (``people[0].pose_keypoints_2d``, ``face_keypoints_2d``, ``hand_left_keypoints_2d``,
+    ``hand_right_keypoints_2d``: flattened ``[x, y, c, ...]`` in pixels, missing points
+    ``0, 0, 0``, no people when no body), as OpenPose writes them, against the pose shard in both
+    keypoint storages of :mod:`sldata.pose.store` (``float32``, the default, and ``compact``:
+    int32 fixed point at 2^-14, BYTE_STREAM_SPLIT + zstd level 9) and a few alternatives for the record
+    (target: <= 1/5 of the JSON). Then what ``compact`` costs: the largest rounding error (in
+    normalized units and in pixels of each clip's frame), and downstream, both storages packed
+    with :func:`pack_pose_arrays` and turned into model features (every channel
+    :func:`sltrain.inputs.clip_features` can make), compared value by value.
 
-Everything is written under a temporary folder and removed. Usage::
+``--storage-only`` runs (d) alone on existing shards (default: the real ``data/pose/shard-*.parquet``
+of the pipeline, WLASL100 keypoints), without running pose. Everything is written under a
+temporary folder and removed. Usage::
 
     python bench/bench_pose.py                # --clips 40 (about 5 minutes on 2 idle cores)
     python bench/bench_pose.py --clips 6      # a quick check
+    python bench/bench_pose.py --storage-only # (d) on data/pose/shard-*.parquet (about a minute)
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -45,7 +55,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import sldata.pose.extract as extract_mod  # noqa: E402
 from sldata.pose.extract import ClipReader, PoseSettings, extract_pose_shard  # noqa: E402
-from sldata.pose.store import read_pose_shard  # noqa: E402
+from sldata.pose.store import (COMPACT_COLUMNS, convert_pose_shard, load_packed, pack_pose_arrays,  # noqa: E402
+                               read_pose_shard, shard_storage)
 
 
 def shared_data_dir() -> Path:
@@ -157,33 +168,6 @@ def _flat(points: np.ndarray, width: int, height: int) -> str:
     return "[" + ",".join(out) + "]"
 
 
-def _alternative_sizes(shard: Path) -> dict[str, int]:
-    """Bytes of the same keypoints in two other Parquet encodings (for the record, not used by the pipeline).
-
-    ``bss``: lossless float32 with BYTE_STREAM_SPLIT + zstd, one row group; ``int16_xyc``: x, y, c
-    only, quantized to 1e-4 (of the frame side / of the confidence range; ~0.03 px at 256 px),
-    BYTE_STREAM_SPLIT + zstd.
-    """
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(shard, columns=["sample_id", "keypoints"])
-    col = "keypoints.list.element.list.element"
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", use_dictionary=["sample_id"], column_encoding={col: "BYTE_STREAM_SPLIT"})
-    sizes = {"bss": len(buf.getvalue())}
-    kp = table.column("keypoints").combine_chunks()
-    flat = kp.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, 4)[:, [0, 1, 3]]
-    q = np.where(np.isnan(flat), -32768, np.clip(np.round(flat * 10000), -32767, 32767)).astype(np.int32)
-    buf = io.BytesIO()
-    pq.write_table(pa.table({"k": pa.array(q.reshape(-1))}), buf, compression="zstd", use_dictionary=False,
-                   column_encoding={"k": "BYTE_STREAM_SPLIT"})
-    sizes["int16_xyc"] = len(buf.getvalue())
-    return sizes
-
-
 def openpose_json_bytes(shard: Path, folder: Path) -> tuple[int, int, int, int]:
     """Write the shard's keypoints as OpenPose JSON files (one per frame); (bytes, disk bytes, files, clips)."""
     clips, keypoints, skeleton = read_pose_shard(shard)
@@ -218,6 +202,230 @@ def openpose_json_bytes(shard: Path, folder: Path) -> tuple[int, int, int, int]:
     return total, disk, files, len(keypoints)
 
 
+def _alternative_bytes(float32_shard: Path, compact_shard: Path) -> dict[str, tuple[int, float]]:
+    """(bytes, write seconds) of the same shard in other encodings, for the record (not used by the pipeline).
+
+    ``float32_bss``: the float32 layout with BYTE_STREAM_SPLIT on the keypoints (lossless);
+    ``float16``: one native Parquet FLOAT16 column per component (``list<fixed_size_list<halffloat, P>>``,
+    NaN for missing), BYTE_STREAM_SPLIT; ``compact_zstd19``: the compact shard at zstd level 19
+    (the pipeline writes compact shards at level 9, float32 ones at Arrow's default, 1).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def written(table: pa.Table, **kwargs: Any) -> tuple[int, float]:
+        buf = io.BytesIO()
+        t0 = time.perf_counter()
+        pq.write_table(table.combine_chunks(), buf, compression="zstd", row_group_size=64, **kwargs)
+        return len(buf.getvalue()), time.perf_counter() - t0
+
+    out: dict[str, tuple[int, float]] = {}
+    table = pq.read_table(float32_shard)
+    scalar = [n for n in table.column_names if n != "keypoints"]
+    out["float32_bss"] = written(table, use_dictionary=scalar,
+                                 column_encoding={"keypoints.list.element.list.element": "BYTE_STREAM_SPLIT"})
+    kp = table.column("keypoints").combine_chunks()
+    width = kp.type.value_type.list_size
+    points = width // 4
+    lengths = pc.fill_null(pc.list_value_length(kp), 0).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    flat = kp.flatten().flatten().to_numpy(zero_copy_only=False).reshape(-1, points, 4)
+    half = table.drop_columns(["keypoints"])
+    names = [f"{c}_f16" for c in ("x", "y", "z", "confidence")]
+    for i, name in enumerate(names):
+        values = pa.array(np.ascontiguousarray(flat[..., i]).astype(np.float16).reshape(-1))
+        frames_f16 = pa.FixedSizeListArray.from_arrays(values, points)
+        half = half.append_column(name, pa.ListArray.from_arrays(offsets, frames_f16, mask=kp.is_null()))
+    out["float16"] = written(half, use_dictionary=scalar,
+                             column_encoding={f"{n}.list.element.list.element": "BYTE_STREAM_SPLIT" for n in names})
+    compact = pq.read_table(compact_shard)
+    out["compact_zstd19"] = written(compact, compression_level=19,
+                                    use_dictionary=[n for n in compact.column_names if n not in COMPACT_COLUMNS],
+                                    column_encoding={f"{c}.list.element.list.element": "BYTE_STREAM_SPLIT"
+                                                     for c in COMPACT_COLUMNS})
+    return out
+
+
+def rounding_error(original: dict[str, np.ndarray], decoded: dict[str, np.ndarray],
+                   sizes: dict[str, tuple[int, int]]) -> dict[str, float]:
+    """Largest |decoded - original| per component, normalized and in pixels (x, z: width; y: height)."""
+    err = {"x": 0.0, "y": 0.0, "z": 0.0, "confidence": 0.0, "x_px": 0.0, "y_px": 0.0, "z_px": 0.0}
+    nan_mismatch = 0
+    for sid, kp in original.items():
+        got = decoded[sid].astype(np.float64)
+        ref = kp.astype(np.float64)
+        nan_mismatch += int((np.isnan(got) != np.isnan(ref)).sum())
+        diff = np.nan_to_num(np.abs(got - ref), nan=0.0)
+        w, h = sizes[sid]
+        for i, c in enumerate(("x", "y", "z", "confidence")):
+            err[c] = max(err[c], float(diff[..., i].max(initial=0.0)))
+        err["x_px"] = max(err["x_px"], float(diff[..., 0].max(initial=0.0)) * w)
+        err["y_px"] = max(err["y_px"], float(diff[..., 1].max(initial=0.0)) * h)
+        err["z_px"] = max(err["z_px"], float(diff[..., 2].max(initial=0.0)) * w)
+    err["missing_points_changed"] = nan_mismatch
+    return err
+
+
+def downstream_check(float32_shards: list[Path], compact_shards: list[Path], folder: Path) -> dict[str, Any]:
+    """Pack both storages (:func:`pack_pose_arrays`) and compare the arrays and every model feature channel."""
+    from dataclasses import asdict
+
+    from sldata.pose.features import FeatureSettings
+    from sltrain.inputs import InputSpec, clip_features
+
+    ids = []
+    for shard in float32_shards:
+        clips = pd.read_parquet(shard, columns=["sample_id", "status"])
+        ids += list(clips.loc[clips["status"] == "ok", "sample_id"].astype(str))
+    samples = pd.DataFrame({"sample_id": ids, "label": 0, "split": "train", "gloss": "", "signer_id": 0})
+    t0 = time.perf_counter()
+    pack_pose_arrays(float32_shards, samples, folder / "pack_float32")
+    t_float = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pack_pose_arrays(compact_shards, samples, folder / "pack_compact")
+    t_compact = time.perf_counter() - t0
+    ka, index, meta = load_packed(folder / "pack_float32")
+    kb, index_b, _ = load_packed(folder / "pack_compact")
+    assert index.equals(index_b) and ka.shape == kb.shape
+    packed_diff = float(np.nanmax(np.abs(np.asarray(kb, dtype=np.float64) - np.asarray(ka, dtype=np.float64))))
+    nan_same = bool((np.isnan(ka) == np.isnan(kb)).all())
+
+    from sldata.pose.flow import fill_missing, pixel_xy
+    from sldata.pose.skeleton import Skeleton
+
+    skeleton = Skeleton.from_dict(meta["skeleton"])
+    spec = InputSpec(skeleton=skeleton.to_dict(), points=skeleton.point_names, num_frames=1_000_000, hand_local=True,
+                     features=asdict(FeatureSettings(normalize=True, velocity=True, acceleration=True, pose_flow=True,
+                                                     fill_missing=True)))
+    channels = spec.channels
+    angle = channels.index("flow_angle")
+    edges = np.concatenate([[0.0], np.logspace(-9, 1, 101)])  # |diff| histogram, 10 bins per decade
+    hist = np.zeros((len(channels), len(edges) - 1), dtype=np.int64)
+    worst = np.zeros(len(channels))
+    worst_angle_moving = 0.0  # flow angle of points that moved >= 1 px between the two frames
+    skipped = 0
+    for off, n, w, h in zip(index["offset"], index["length"], index["width"], index["height"]):
+        try:
+            fa = clip_features(ka[off:off + n], float(w), float(h), spec)
+        except ValueError:  # no measurable shoulder width / body length: the same clip fails both ways
+            skipped += 1
+            continue
+        fb = clip_features(kb[off:off + n], float(w), float(h), spec)
+        d = np.abs(fb.astype(np.float64) - fa.astype(np.float64))
+        d[..., angle] = np.minimum(d[..., angle], 2.0 - d[..., angle])  # angles: -1 and 1 are the same direction
+        moved = np.zeros(d.shape[:2], dtype=bool)
+        moved[1:] = np.hypot(*np.moveaxis(np.diff(pixel_xy(fill_missing(ka[off:off + n]), w, h), axis=0), -1, 0)) >= 1.0
+        worst_angle_moving = max(worst_angle_moving, float(d[..., angle][moved].max(initial=0.0)))
+        d = d.reshape(-1, len(channels))
+        worst = np.maximum(worst, d.max(axis=0))
+        for c in range(len(channels)):
+            hist[c] += np.histogram(np.minimum(d[:, c], 10.0), edges)[0]
+    total = hist.sum(axis=1, keepdims=True)
+    p999 = edges[1:][np.argmax(np.cumsum(hist, axis=1) >= 0.999 * total, axis=1)]
+    over = hist[:, edges[1:] > 1e-3 * 1.0001].sum(axis=1) / np.maximum(total[:, 0], 1)
+    return {"clips": int(len(index)), "frames": int(ka.shape[0]), "packed_max_abs_diff": packed_diff,
+            "packed_missing_same": nan_same, "pack_seconds_float32": t_float, "pack_seconds_compact": t_compact,
+            "feature_clips_skipped": skipped,
+            "features_max_abs_diff": {c: float(v) for c, v in zip(channels, worst)},
+            "features_p99_9_abs_diff_at_most": {c: float(v) for c, v in zip(channels, p999)},
+            "features_share_over_1e-3": {c: float(v) for c, v in zip(channels, over)},
+            "flow_angle_max_abs_diff_moved_1px": worst_angle_moving}
+
+
+def storage_comparison(shards: list[Path], folder: Path) -> dict[str, Any]:
+    """(d) on ``shards``: bytes per clip of every variant, compact's rounding error and the downstream check."""
+    float32_shards, compact_shards = [], []
+    json_bytes = json_disk = json_files = n_clips = 0
+    frames = 0
+    sizes: dict[str, tuple[int, int]] = {}
+    err: dict[str, float] = {}
+    alt: dict[str, list[float]] = {}
+    write_s = {"float32": 0.0, "compact": 0.0}
+    read_s = {"float32": 0.0, "compact": 0.0}
+    for shard in shards:
+        f32 = folder / "float32" / shard.name
+        cpt = folder / "compact" / shard.name
+        t0 = time.perf_counter()
+        convert_pose_shard(shard, f32, "float32")  # the default storage, as the pipeline writes it
+        write_s["float32"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        convert_pose_shard(shard, cpt, "compact")
+        write_s["compact"] += time.perf_counter() - t0
+        float32_shards.append(f32)
+        compact_shards.append(cpt)
+        t0 = time.perf_counter()
+        clips, original, _ = read_pose_shard(f32)
+        read_s["float32"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        _, decoded, _ = read_pose_shard(cpt)
+        read_s["compact"] += time.perf_counter() - t0
+        sizes.update({sid: (int(w), int(h)) for sid, w, h in zip(clips["sample_id"], clips["width"], clips["height"])
+                      if sid in original})
+        frames += sum(len(k) for k in original.values())
+        for k, v in rounding_error(original, decoded, sizes).items():
+            err[k] = max(err.get(k, 0), v) if k != "missing_points_changed" else err.get(k, 0) + v
+        js, disk, files, n = openpose_json_bytes(f32, folder / "openpose")
+        shutil.rmtree(folder / "openpose")
+        json_bytes += js
+        json_disk += disk
+        json_files += files
+        n_clips += n
+        for name, (b, sec) in _alternative_bytes(f32, cpt).items():
+            alt.setdefault(name, [0, 0.0])
+            alt[name][0] += b
+            alt[name][1] += sec
+    bytes_f32 = sum(p.stat().st_size for p in float32_shards)
+    bytes_cpt = sum(p.stat().st_size for p in compact_shards)
+    assert all(shard_storage(p) == "compact" for p in compact_shards)
+    down = downstream_check(float32_shards, compact_shards, folder)
+    return {"shards": [str(p) for p in shards], "clips_with_keypoints": n_clips, "frames": frames,
+            "json_bytes": json_bytes, "json_disk_bytes": json_disk, "json_files": json_files,
+            "float32_bytes": bytes_f32, "compact_bytes": bytes_cpt, "write_seconds": write_s, "read_seconds": read_s,
+            "alternatives": {k: {"bytes": int(v[0]), "write_seconds": v[1]} for k, v in alt.items()},
+            "compact_max_abs_error": err, "downstream": down}
+
+
+def print_storage(r: dict[str, Any]) -> None:
+    n = r["clips_with_keypoints"]
+    js = r["json_bytes"]
+
+    def row(label: str, nbytes: float, extra: str = "") -> None:
+        print(f"    {label:<62} {nbytes / n / 1024:8.1f} KiB/clip   1/{js / nbytes:4.1f} of JSON   "
+              f"{r['float32_bytes'] / nbytes:5.2f}x smaller than float32{extra}", flush=True)
+
+    print(f"(d) storage of the same keypoints: {len(r['shards'])} shard(s), {n} clips with keypoints, {r['frames']} "
+          f"frames ({r['frames'] / n:.1f} per clip), OpenPose JSON in {r['json_files']} files", flush=True)
+    print(f"    {'OpenPose-style JSON, one file per frame (bytes)':<62} {js / n / 1024:8.1f} KiB/clip   1", flush=True)
+    print(f"    {'same, on disk (4 KiB blocks)':<62} {r['json_disk_bytes'] / n / 1024:8.1f} KiB/clip   "
+          f"{r['json_disk_bytes'] / js:.2f}", flush=True)
+    row("Parquet shard, float32 storage (default; lossless)", r["float32_bytes"],
+        f"   write {r['write_seconds']['float32']:.2f} s, read {r['read_seconds']['float32']:.2f} s")
+    row("Parquet shard, compact storage (int32 x 2^-14, BSS + zstd 9)", r["compact_bytes"],
+        f"   write {r['write_seconds']['compact']:.2f} s, read {r['read_seconds']['compact']:.2f} s")
+    labels = {"float32_bss": "  alt: float32 + BYTE_STREAM_SPLIT (lossless)",
+              "float16": "  alt: native Parquet float16 columns + BSS",
+              "compact_zstd19": "  alt: compact at zstd level 19"}
+    for name, v in r["alternatives"].items():
+        row(labels[name], v["bytes"], f"   write {v['write_seconds']:.2f} s")
+    e = r["compact_max_abs_error"]
+    print(f"    compact rounding, max |error|: x {e['x']:.3g}, y {e['y']:.3g}, z {e['z']:.3g}, confidence "
+          f"{e['confidence']:.3g} (normalized); {e['x_px']:.4f} px in x, {e['y_px']:.4f} px in y, "
+          f"{e['z_px']:.4f} px in z; missing points changed: {e['missing_points_changed']}", flush=True)
+    d = r["downstream"]
+    print(f"    downstream: packed {d['clips']} ok clips ({d['frames']} frames) from each storage: max |diff| "
+          f"{d['packed_max_abs_diff']:.3g}, missing points identical: {d['packed_missing_same']}; pack "
+          f"{d['pack_seconds_float32']:.2f} s from float32, {d['pack_seconds_compact']:.2f} s from compact", flush=True)
+    print(f"    features (every channel of clip_features, all points, all frames; {d['feature_clips_skipped']} clip(s) "
+          "without a measurable scale skipped), |diff| max / 99.9th percentile (at most) / share over 1e-3:",
+          flush=True)
+    for c, v in d["features_max_abs_diff"].items():
+        print(f"      {c:<16} {v:9.2g} {d['features_p99_9_abs_diff_at_most'][c]:9.2g} "
+              f"{d['features_share_over_1e-3'][c]:8.3%}", flush=True)
+    print(f"      flow_angle (angle/pi, circular) of points that moved >= 1 px: max |diff| "
+          f"{d['flow_angle_max_abs_diff_moved_1px']:.2g}", flush=True)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -228,7 +436,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=40, help="real WLASL100 clips to use (default 40)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of (b) and (c) (default 2)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--storage-only", action="store_true",
+                        help="run only (d), the storage comparison, on existing pose shards (--shards); no pose")
+    parser.add_argument("--shards", type=Path, nargs="+", default=None,
+                        help="pose shards for --storage-only (default: data/pose/shard-*.parquet of this checkout)")
     args = parser.parse_args(argv)
+
+    if args.storage_only:
+        shards = args.shards or sorted((REPO_ROOT / "data" / "pose").glob("shard-*.parquet"))
+        if not shards:
+            parser.error("no shard given and no data/pose/shard-*.parquet here; run the pose stage or pass --shards")
+        print(f"storage only: {len(shards)} shard(s), {os.cpu_count()} CPUs, load average at start {load()}",
+              flush=True)
+        with tempfile.TemporaryDirectory(prefix="bench_pose_") as tmp:
+            res = {"d_storage": storage_comparison([Path(p) for p in shards], Path(tmp))}
+        print_storage(res["d_storage"])
+        res["load_end"] = os.getloadavg()[:2]
+        print(f"load average at end {load()}")
+        if args.json:
+            args.json.write_text(json.dumps(res, indent=2, default=str))
+        return 0
 
     videos = sorted((shared_data_dir() / "wlasl100_clips" / "videos").glob("*.mp4"))[: args.clips]
     if len(videos) < args.clips:
@@ -264,26 +491,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(c) extract_pose_shard, workers={args.workers}, frame_step=2: {c['frames']} keypoint frames in "
               f"{c['wall']:.1f} s = {c_fps:.2f} keypoint frames/s, {len(videos) / c['wall']:.3f} clips/s "
               f"(b: {len(videos) / b['wall']:.3f} clips/s, {b['wall'] / c['wall']:.2f}x faster per clip)", flush=True)
-        js, js_disk, js_files, n_clips = openpose_json_bytes(tmp_path / "step1.parquet", tmp_path / "openpose")
-        pq_per_clip = b["bytes"] / n_clips
-        alt = _alternative_sizes(tmp_path / "step1.parquet")
-        print(f"(d) storage of the frame_step=1 keypoints ({n_clips} clips, {js_files} frames): Parquet shard "
-              f"{pq_per_clip / 1024:.1f} KiB/clip; OpenPose JSON {js / n_clips / 1024:.1f} KiB/clip "
-              f"({js_disk / n_clips / 1024:.1f} KiB/clip on disk in 4 KiB blocks); Parquet = 1/{js / b['bytes']:.1f} "
-              f"of the JSON bytes (1/{js_disk / b['bytes']:.1f} on disk)", flush=True)
-        print(f"    other encodings of the same keypoints: float32 BYTE_STREAM_SPLIT {alt['bss'] / n_clips / 1024:.1f} "
-              f"KiB/clip (1/{js / alt['bss']:.1f}); x, y, c as int16 (1e-4) {alt['int16_xyc'] / n_clips / 1024:.1f} "
-              f"KiB/clip (1/{js / alt['int16_xyc']:.1f})", flush=True)
+        storage = storage_comparison([tmp_path / "step1.parquet"], tmp_path / "storage")
+        print_storage(storage)
         res.update({
             "decode": {"frames": n_dec, "seconds": dec_s},
             "a_plain": {"frames": n_a, "seconds": a_s, "cpu_seconds": a_cpu, "frames_per_s": n_a / a_s},
             "b_pipeline_step1": {**b, "frames_per_s": b_fps, "speedup_vs_a": b_fps / (n_a / a_s),
                                  "overhead_share": overhead},
             "c_pipeline_step2": {**c, "keypoint_frames_per_s": c_fps, "clips_per_s": len(videos) / c["wall"]},
-            "d_storage": {"parquet_bytes_per_clip": pq_per_clip, "json_bytes_per_clip": js / n_clips,
-                          "json_disk_bytes_per_clip": js_disk / n_clips, "json_files": js_files,
-                          "parquet_over_json": b["bytes"] / js,
-                          "alternative_bytes_per_clip": {k: v / n_clips for k, v in alt.items()}},
+            "d_storage": storage,
         })
     res["load_end"] = os.getloadavg()[:2]
     print(f"load average at end {load()}")

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from sldata.pose.skeleton import Skeleton
-from sldata.pose.store import (ClipPose, load_packed, pack_pose_arrays, read_pose_settings, read_pose_shard,
-                               read_skeleton, write_pose_shard)
+from sldata.pose.store import (KEYPOINT_COLUMNS, ClipPose, convert_pose_shard, load_packed, pack_pose_arrays,
+                               read_pose_settings, read_pose_shard, read_skeleton, shard_storage, table_keypoints,
+                               write_pose_shard)
 
 SKELETON = Skeleton(face="subset", estimator="mediapipe-holistic", estimator_version="test model_complexity=1")
 SETTINGS = {"face": "subset", "model_complexity": 1}
@@ -187,3 +188,169 @@ def test_pack_errors(tmp_path: Path) -> None:
     (tmp_path / "p" / "skeleton.json").unlink()  # as after a run killed before its last write
     with pytest.raises(FileNotFoundError, match="not a finished pose pack"):
         load_packed(tmp_path / "p")
+
+
+# --------------------------------------------------------------------------- compact storage
+
+STEP = 2.0 ** -14  # the compact layout's documented scale
+
+
+def wide_records() -> list[ClipPose]:
+    """records() with values outside the frame, as MediaPipe reports off-screen body points."""
+    recs = records()
+    kp = recs[0].keypoints
+    kp[:, 25:33, 1] += 1.2  # knees, ankles, feet below the frame (y up to ~2.2)
+    kp[:, :, 2] = kp[:, :, 2] * 4.0 - 2.3  # body z in [-2.3, 1.7]
+    return recs
+
+
+def test_compact_round_trip_precision_and_metadata(tmp_path: Path) -> None:
+    recs = wide_records()
+    path = write_pose_shard(recs, tmp_path / "c.parquet", SKELETON, SETTINGS, storage="compact")
+    ref = write_pose_shard(recs, tmp_path / "f.parquet", SKELETON, SETTINGS)
+    assert shard_storage(path) == "compact" and shard_storage(ref) == "float32"
+    clips, kps, skeleton = read_pose_shard(path)
+    ref_clips, _, _ = read_pose_shard(ref)
+    assert skeleton == SKELETON == read_skeleton(path)
+    assert read_pose_settings(path) == SETTINGS
+    pd.testing.assert_frame_equal(clips, ref_clips)  # scalar columns unchanged, no keypoint column
+    assert set(kps) == {"wlasl-00001", "wlasl-00002", "wlasl-00004"}
+    for rec in recs:
+        if rec.keypoints is None:
+            continue
+        got, want = kps[rec.sample_id], rec.keypoints
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # missing points stay missing
+        assert np.nanmax(np.abs(got - want), initial=0.0) <= STEP / 2  # 3.05e-5 of the frame: 0.0078 px at 256 px
+        np.testing.assert_array_equal(got[..., 3][np.isnan(want[..., 0])], 0.0)  # confidence 0 where missing
+        finite = got[~np.isnan(got)].astype(np.float64)
+        np.testing.assert_array_equal(finite / STEP, np.round(finite / STEP))  # exactly q * 2^-14
+    assert path.stat().st_size < ref.stat().st_size
+
+
+def test_compact_readable_with_plain_pyarrow_and_pandas(tmp_path: Path) -> None:
+    """The documented recipe: value = q * scale, scale in the schema metadata; nulls are missing points."""
+    recs = wide_records()
+    path = write_pose_shard(recs, tmp_path / "c.parquet", SKELETON, SETTINGS, storage="compact")
+    meta = pq.ParquetFile(path).metadata
+    names = [meta.row_group(0).column(i).path_in_schema for i in range(meta.num_columns)]
+    enc = {n: meta.row_group(0).column(i).encodings for i, n in enumerate(names)}
+    assert "BYTE_STREAM_SPLIT" in enc["x_q.list.element.list.element"]
+    assert all(meta.row_group(0).column(i).compression == "ZSTD" for i in range(meta.num_columns))
+
+    t = pq.read_table(path)
+    storage = json.loads(t.schema.metadata[b"sldata.keypoint_storage"])
+    assert storage["storage"] == "compact" and storage["scale"] == STEP
+    assert storage["columns"] == ["x_q", "y_q", "z_q", "confidence_q"]
+    parts = json.loads(t.schema.metadata[b"sldata.skeleton"])["parts"]
+    points = sum(len(v) for v in parts.values())
+    assert "keypoints" not in t.column_names
+    assert str(t.schema.field("x_q").type) == f"list<element: fixed_size_list<element: int32>[{points}]>"
+    want = recs[0].keypoints  # wlasl-00002, first row
+    for i, name in enumerate(storage["columns"]):
+        q = t[name][0].values.flatten().to_numpy(zero_copy_only=False)  # float64, NaN where null
+        got = (q * storage["scale"]).reshape(-1, points)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want[..., i]))
+        assert np.nanmax(np.abs(got - want[..., i])) <= STEP / 2
+
+    df = pd.read_parquet(path).set_index("sample_id")
+    x = np.stack(df.loc["wlasl-00002", "x_q"]) * storage["scale"]  # [frames, points]
+    assert x.shape == (5, points) and np.nanmax(np.abs(x - want[..., 0])) <= STEP / 2
+    assert np.isnan(x[1::2, SKELETON.part_slice("left_hand")]).all()  # the absent hand
+    assert df.loc["wlasl-00003", "x_q"] is None  # failed clip: no keypoints
+    assert df.loc["wlasl-00004", "num_frames"] == 4 and np.isnan(np.stack(df.loc["wlasl-00004", "y_q"])).all()
+
+
+def test_compact_bytes_deterministic_and_conversions(tmp_path: Path) -> None:
+    recs = wide_records()
+    a = write_pose_shard(recs, tmp_path / "a.parquet", SKELETON, SETTINGS, storage="compact")
+    b = write_pose_shard(recs, tmp_path / "b.parquet", SKELETON, SETTINGS, storage="compact")
+    assert a.read_bytes() == b.read_bytes()
+    f32 = write_pose_shard(recs, tmp_path / "f.parquet", SKELETON, SETTINGS)
+    info = convert_pose_shard(f32, tmp_path / "conv.parquet", "compact")
+    assert info["from"] == "float32" and info["to"] == "compact" and info["clips"] == len(recs)
+    assert (tmp_path / "conv.parquet").read_bytes() == a.read_bytes()  # converting = writing compact
+    f32_copy = (tmp_path / "f_copy.parquet")
+    f32_copy.write_bytes(f32.read_bytes())
+    convert_pose_shard(f32_copy, f32_copy, "float32")  # same storage, in place: bytes kept
+    assert f32_copy.read_bytes() == f32.read_bytes()
+
+    back = convert_pose_shard(a, tmp_path / "back.parquet", "float32")
+    assert back["from"] == "compact" and shard_storage(tmp_path / "back.parquet") == "float32"
+    _, decoded, _ = read_pose_shard(a)
+    rounded = [ClipPose(**{**r.__dict__, "keypoints": None if r.keypoints is None else decoded[r.sample_id]})
+               for r in recs]
+    again = write_pose_shard(rounded, tmp_path / "rounded.parquet", SKELETON, SETTINGS)
+    assert (tmp_path / "back.parquet").read_bytes() == again.read_bytes()
+    assert read_schema_metadata(tmp_path / "back.parquet") == read_schema_metadata(f32)
+
+
+def read_schema_metadata(path: Path) -> dict[bytes, bytes]:
+    return dict(pq.read_schema(path).metadata)
+
+
+def test_compact_rejects_values_it_cannot_store(tmp_path: Path) -> None:
+    for bad in (2048.0, np.inf):
+        rec = ok_record("wlasl-00007", 3, 0)
+        rec.keypoints[2, 5, 1] = bad
+        with pytest.raises(ValueError, match="wlasl-00007.*cannot be stored compact"):
+            write_pose_shard([ok_record("wlasl-00006", 2, 1), rec], tmp_path / "x.parquet", SKELETON, SETTINGS,
+                             storage="compact")
+    assert not (tmp_path / "x.parquet").exists()
+    with pytest.raises(ValueError, match="keypoint storage must be one of"):
+        write_pose_shard(records(), tmp_path / "x.parquet", SKELETON, SETTINGS, storage="float16")
+
+
+def test_table_keypoints_on_partial_reads(tmp_path: Path) -> None:
+    """render-pose and packing read some rows or columns only; both layouts decode from those."""
+    for storage in ("float32", "compact"):
+        path = write_pose_shard(records(), tmp_path / f"{storage}.parquet", SKELETON, SETTINGS, storage=storage)
+        one = pq.read_table(path, filters=[("sample_id", "=", "wlasl-00001")])
+        (kp,) = table_keypoints(one, SKELETON.num_points)
+        assert kp.shape == (3, SKELETON.num_points, 4)
+        assert np.nanmax(np.abs(kp - records()[1].keypoints)) <= (STEP / 2 if storage == "compact" else 0.0)
+        cols = pq.read_table(path, columns=["sample_id", *KEYPOINT_COLUMNS[storage]])
+        kps = table_keypoints(cols, SKELETON.num_points)
+        assert [k is None for k in kps] == [False, False, True, False, True]
+
+
+def test_pack_from_compact_and_mixed_shards(tmp_path: Path) -> None:
+    first = write_pose_shard(records(), tmp_path / "s0.parquet", SKELETON, SETTINGS, storage="compact")
+    extra = [ok_record("wlasl-00011", 2, 3), ok_record("wlasl-00010", 7, 4), ok_record("wlasl-00050", 6, 5)]
+    second = write_pose_shard(extra, tmp_path / "s1.parquet", SKELETON, SETTINGS)  # float32
+    summary = pack_pose_arrays([first, second], samples_table(), tmp_path / "pack")
+    assert summary == {"clips": 4, "frames": 17, "points": SKELETON.num_points,
+                       "not_ok": {"failed": 1, "no_person": 1}, "missing": 1}
+    keypoints, index, meta = load_packed(tmp_path / "pack")
+    assert keypoints.dtype == np.float32 and meta["dtype"] == "float32"
+    _, decoded, _ = read_pose_shard(first)
+    every = {**decoded, **{r.sample_id: r.keypoints for r in extra}}
+    originals = {r.sample_id: r.keypoints for r in records() + extra if r.keypoints is not None}
+    for sid, off, n in zip(index["sample_id"], index["offset"], index["length"]):
+        np.testing.assert_array_equal(keypoints[off:off + n], every[sid])  # the decoded values, exactly
+        assert np.nanmax(np.abs(keypoints[off:off + n] - originals[sid])) <= STEP / 2
+
+    f32 = write_pose_shard(records(), tmp_path / "f0.parquet", SKELETON, SETTINGS)
+    pack_pose_arrays([f32, second], samples_table(), tmp_path / "pack_f32")
+    _, index_f32, meta_f32 = load_packed(tmp_path / "pack_f32")
+    pd.testing.assert_frame_equal(index, index_f32)
+    assert meta == meta_f32
+
+
+def test_convert_pose_cli_and_settings(tmp_path: Path) -> None:
+    from sldata.cli import main
+    from sldata.pose.extract import PoseSettings
+
+    src = tmp_path / "pose"
+    src.mkdir()
+    write_pose_shard(records(), src / "shard-000.parquet", SKELETON, SETTINGS)
+    write_pose_shard(records()[:2], src / "shard-001.parquet", SKELETON, SETTINGS)
+    assert main(["convert-pose", "--storage", "compact", str(src), str(tmp_path / "out")]) == 0
+    assert [shard_storage(p) for p in sorted((tmp_path / "out").glob("*.parquet"))] == ["compact", "compact"]
+    assert main(["convert-pose", "--storage", "float32", str(tmp_path / "out" / "shard-001.parquet"),
+                 str(tmp_path / "one.parquet")]) == 0
+    assert shard_storage(tmp_path / "one.parquet") == "float32"
+
+    assert PoseSettings(storage="compact").output_dict() == PoseSettings().output_dict()  # not keypoint metadata
+    with pytest.raises(ValueError, match="keypoint storage"):
+        PoseSettings(storage="int8")
