@@ -192,9 +192,11 @@ def _cmd_pose(args: argparse.Namespace) -> int:
 
     settings = PoseSettings.from_dict(section_from_args(args, "pose"))
     for name, clips in shard_clip_tables(args):
-        summary = extract_pose_shard(clips, args.out_dir / f"{name}.parquet", settings, progress=not args.no_progress)
+        summary = extract_pose_shard(clips, args.out_dir / f"{name}.parquet", settings, progress=not args.no_progress,
+                                     cache_dir=args.cache_dir)
         print(f"{name}: {summary['clips']} clips, {summary['frames']} frames "
               f"({summary['frames_per_s']:.1f} frames/s); by status: {summary['by_status']}")
+        print(f"{name}: {summary['reused']} reused, {summary['processed']} extracted, {summary['resumed']} resumed")
     return 0
 
 
@@ -323,7 +325,7 @@ def _cmd_render_pose(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
     from sldata.pose.render import render_overlay
-    from sldata.pose.store import read_pose_settings, read_skeleton, split_keypoints
+    from sldata.pose.store import read_pose_settings, read_skeleton, table_keypoints
 
     skeleton = read_skeleton(args.pose_shard)
     frame_step = int(read_pose_settings(args.pose_shard).get("frame_step", 1))
@@ -331,7 +333,7 @@ def _cmd_render_pose(args: argparse.Namespace) -> int:
     if table.num_rows == 0:
         raise ValueError(f"{args.sample_id} is not in {args.pose_shard}")
     row = table.slice(0, 1).to_pylist()[0]
-    (kp,) = split_keypoints(table.column("keypoints"), skeleton.num_points)
+    (kp,) = table_keypoints(table, skeleton.num_points)
     if kp is None or not len(kp):
         raise ValueError(f"{args.sample_id} has no keypoints in {args.pose_shard} (status {row['status']!r}: "
                          f"{row['reason'] or row['detail'] or 'no detail'})")
@@ -340,6 +342,22 @@ def _cmd_render_pose(args: argparse.Namespace) -> int:
                        min_confidence=args.min_confidence, frame_step=frame_step)
     print(f"{args.out}: drew {n} of {len(kp)} keypoint frames over {clip} (frame_step {frame_step}, "
           f"as the pose stage)")
+    return 0
+
+
+def _cmd_convert_pose(args: argparse.Namespace) -> int:
+    from sldata.pose.store import convert_pose_shard
+
+    if args.src.is_dir():
+        pairs = [(src, args.dst / src.name) for src in sorted(args.src.glob("*.parquet"))]
+        if not pairs:
+            raise ValueError(f"no *.parquet in {args.src}")
+    else:
+        pairs = [(args.src, args.dst / args.src.name if args.dst.is_dir() else args.dst)]
+    for src, dst in pairs:
+        r = convert_pose_shard(src, dst, args.storage)
+        print(f"{src} ({r['from']}, {r['bytes_before']:,} bytes) -> {dst} ({r['to']}, {r['bytes_after']:,} bytes, "
+              f"{r['bytes_before'] / r['bytes_after']:.2f}x smaller), {r['clips']} clips")
     return 0
 
 
@@ -439,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_shard_arguments(p)
     p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/pose")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="keep a copy of each finished shard here (e.g. data/cache/pose) and reuse the rows of "
+                   "unchanged clips on a rerun, extracting only new or changed clips; default: no reuse")
     add_section_arguments(p, "pose")
     p.set_defaults(handler=_cmd_pose)
 
@@ -510,6 +531,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, help="render at most this many frames")
     p.add_argument("--min-confidence", type=float, default=0.0, help="hide points below this confidence (default 0)")
     p.set_defaults(handler=_cmd_render_pose)
+
+    p = sub.add_parser(
+        "convert-pose",
+        help="rewrite pose shards in another keypoint storage (float32 | compact) without rerunning pose",
+        description="Rewrites a pose shard (or every *.parquet of a folder) with its keypoints stored as STORAGE: "
+        "float32 (lossless) or compact (int32 fixed point at 2^-14 of the frame, see sldata/pose/store.py). Other "
+        "columns and the skeleton metadata are kept; writes are atomic, so DST may be SRC. compact -> float32 keeps "
+        "the rounding.",
+    )
+    p.add_argument("--storage", required=True, choices=["float32", "compact"], help="keypoint storage to write")
+    p.add_argument("src", type=Path, help="a pose shard, or a folder of them (e.g. data/pose)")
+    p.add_argument("dst", type=Path, help="output shard, or folder (created) when SRC is a folder")
+    p.set_defaults(handler=_cmd_convert_pose)
 
     p = sub.add_parser("fetch", help="download a pinned file and verify its size and sha256")
     p.add_argument("--url", required=True)

@@ -1,5 +1,10 @@
 rule pose:
-    """Usable clips of one shard -> MediaPipe Holistic keypoints (one Parquet shard, resumable)."""
+    """Usable clips of one shard -> MediaPipe Holistic keypoints (one Parquet shard, resumable).
+
+    A copy of each finished shard is kept in data/cache/pose (outside the outputs, which Snakemake
+    deletes before a rerun): a rerun takes the rows of clips whose file and keypoint settings are
+    unchanged and extracts only new or changed clips (see sldata/pose/extract.py).
+    """
     input:
         clips=data_path("clips", "shard-{shard}", "clips.parquet"),
         videos=data_path("clips", "shard-{shard}", "videos"),
@@ -10,6 +15,7 @@ rule pose:
         shards=SHARDS,
         clips_dir=lambda wildcards, input: os.path.dirname(os.path.dirname(input.clips)),
         out_dir=lambda wildcards, output: os.path.dirname(output.pose),
+        cache_dir=data_path("cache", "pose"),
         pose=section_flags(config["pose"]),
     threads: config["pose"]["workers"]
     log:
@@ -18,7 +24,7 @@ rule pose:
         "benchmarks/pose/shard-{shard}.tsv"
     shell:
         "python -m sldata pose --clips-dir {params.clips_dir:q} --shard {wildcards.shard} --shards {params.shards}"
-        " --out-dir {params.out_dir:q} --no-progress {params.pose} > {log} 2>&1"
+        " --out-dir {params.out_dir:q} --cache-dir {params.cache_dir:q} --no-progress {params.pose} > {log} 2>&1"
 
 
 rule pack_pose:

@@ -19,11 +19,24 @@ Rules
   ``sample_id``, into ``out_path`` (atomic) and removes the parts. The merged file is
   byte-identical whether or not the run was interrupted; a ``kill -9`` loses at most the
   clips since the last checkpoint and never leaves a partial ``out_path``.
+* **Reuse across runs** (``cache_dir``): Snakemake and DVC delete a stage's outputs before they
+  rerun it, so a shard that gained clips (more videos in the manifest) would otherwise be
+  extracted again from scratch. With a ``cache_dir``, every finished shard is also copied to
+  ``<cache_dir>/<shard>.<key>.parquet`` (one file per shard, with each clip's ``clip_path`` and
+  the sha256 of its clip file), where ``key`` (:func:`reuse_key`) digests everything that
+  determines a clip's row besides the clip: the skeleton, the keypoint settings
+  (:meth:`PoseSettings.output_dict`; not ``workers``/``checkpoint_every``), the pose code and
+  the mediapipe, PyAV and numpy versions. A later run takes the row of every clip whose
+  ``sample_id``, ``clip_path`` and clip sha256 are unchanged and extracts only new or changed
+  clips; the merged shard is byte-identical to a from-scratch extraction of the same clips. A
+  changed setting changes the key, so nothing is reused; the :data:`CACHE_VERSIONS` most recent
+  keys of a shard are kept, so switching a setting back reuses the earlier rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import multiprocessing
@@ -33,6 +46,7 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +57,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sldata.annotations.jsonfile import sha256_of
 from sldata.pose.estimator import PoseEstimator, holistic_skeleton, validate_holistic_settings
 from sldata.pose.skeleton import Skeleton, present
-from sldata.pose.store import (SETTINGS_KEY, SKELETON_KEY, ClipPose, records_to_table, shard_schema,
-                               write_table)
+from sldata.pose.store import (SETTINGS_KEY, SKELETON_KEY, ClipPose, check_storage, records_to_table,
+                               shard_schema, write_table)
 from sldata.settings import settings_from_dict
 
 try:  # tqdm is a declared dependency; degrade to no progress bar if it is absent.
@@ -104,6 +119,10 @@ class PoseSettings:
     frame_step
         Estimate every ``frame_step``-th frame (1: all; 2 on a 25 fps clip gives 12.5 fps
         keypoints at half the cost). The stored ``fps`` is the rate of the kept frames.
+    storage
+        Keypoint storage of the finished shard: ``float32`` (lossless) or ``compact`` (int32
+        fixed point, see :mod:`sldata.pose.store`). Checkpoints and the reuse cache stay
+        float32; not part of :meth:`output_dict` (the shard says its storage itself).
     """
 
     face: str = "subset"
@@ -113,10 +132,12 @@ class PoseSettings:
     workers: int = 2
     checkpoint_every: int = 25
     frame_step: int = 1
+    storage: str = "float32"
 
     def __post_init__(self) -> None:
         validate_holistic_settings(self.face, self.model_complexity, self.min_detection_confidence,
                                    self.min_tracking_confidence)
+        check_storage(self.storage)
         for name in ("workers", "checkpoint_every", "frame_step"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -130,7 +151,7 @@ class PoseSettings:
     def output_dict(self) -> dict[str, Any]:
         """The settings that determine the keypoints (stored in shards; not workers/checkpointing)."""
         d = asdict(self)
-        del d["workers"], d["checkpoint_every"]
+        del d["workers"], d["checkpoint_every"], d["storage"]
         d["min_detection_confidence"] = float(d["min_detection_confidence"])
         d["min_tracking_confidence"] = float(d["min_tracking_confidence"])
         return d
@@ -340,6 +361,93 @@ def _clean_stale_temp(out: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# --------------------------------------------------------------------------- reuse cache
+
+CACHE_VERSIONS = 3
+"""Cached copies kept per shard (the most recent keys: settings switched back are still reused)."""
+CACHE_PATH_COLUMN = "clip_path"
+CACHE_SHA_COLUMN = "clip_sha256"
+_KEY_FILES = ("estimator.py", "extract.py", "skeleton.py", "store.py")
+_KEY_DISTRIBUTIONS = ("mediapipe", "av", "numpy")
+
+
+def reuse_key(schema: pa.Schema) -> str:
+    """16 hex digits naming what determines a clip's row besides the clip file itself.
+
+    The shard ``schema``'s skeleton and settings metadata, the source of the pose modules
+    (:data:`_KEY_FILES`) and the installed versions of mediapipe, PyAV and numpy. Any change
+    gives a new key, so rows made another way are never reused.
+    """
+    digest = hashlib.sha256()
+    meta = schema.metadata or {}
+    for part in (meta.get(SKELETON_KEY, b""), meta.get(SETTINGS_KEY, b"")):
+        digest.update(part + b"\0")
+    here = Path(__file__).resolve().parent
+    for name in _KEY_FILES:
+        digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+    for dist in _KEY_DISTRIBUTIONS:
+        try:
+            digest.update(f"{dist}=={version(dist)}\0".encode())
+        except PackageNotFoundError:
+            digest.update(f"{dist} missing\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_path(cache_dir: str | os.PathLike[str], out_path: str | os.PathLike[str], key: str) -> Path:
+    """The cached copy of shard ``out_path`` made under ``key``: ``<cache_dir>/<shard>.<key>.parquet``."""
+    return Path(cache_dir) / f"{Path(out_path).stem}.{key}.parquet"
+
+
+def clip_digests(todo: list[tuple[str, str | None]]) -> dict[str, tuple[str, str]]:
+    """``sample_id -> (clip_path, sha256 of the clip file)`` for the clips whose file exists."""
+    out: dict[str, tuple[str, str]] = {}
+    for sid, path in todo:
+        if path is not None and os.path.isfile(path):
+            out[sid] = (path, sha256_of(path))
+    return out
+
+
+def _load_cached(path: Path, schema: pa.Schema, digests: Mapping[str, tuple[str, str]]) -> pa.Table | None:
+    """Rows of the cached shard ``path`` whose clip (path and sha256) is unchanged, cast to ``schema``."""
+    if not path.is_file() or not digests:
+        return None
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        if meta.get(SKELETON_KEY) != schema.metadata[SKELETON_KEY] or meta.get(SETTINGS_KEY) != schema.metadata[SETTINGS_KEY]:
+            log.warning("ignoring cached shard %s: made with other pose settings or skeleton", path)
+            return None
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        log.warning("ignoring unreadable cached shard %s: %s", path, exc)
+        return None
+    ids = table.column("sample_id").to_pylist()
+    paths = table.column(CACHE_PATH_COLUMN).to_pylist()
+    shas = table.column(CACHE_SHA_COLUMN).to_pylist()
+    keep = [digests.get(sid) == (p, sha) for sid, p, sha in zip(ids, paths, shas)]
+    if not any(keep):
+        return None
+    table = table.filter(pa.array(keep, type=pa.bool_()))
+    return table.select(schema.names).cast(schema)
+
+
+def _write_cache(path: Path, merged: pa.Table, digests: Mapping[str, tuple[str, str]]) -> None:
+    """Store the rows of ``merged`` whose clip file was hashed, with its path and sha256; prune old keys."""
+    ids = merged.column("sample_id").to_pylist()
+    keep = [sid in digests for sid in ids]
+    table = merged.filter(pa.array(keep, type=pa.bool_()))
+    kept = table.column("sample_id").to_pylist()
+    table = table.append_column(pa.field(CACHE_PATH_COLUMN, pa.string(), nullable=False),
+                                pa.array([digests[sid][0] for sid in kept], type=pa.string()))
+    table = table.append_column(pa.field(CACHE_SHA_COLUMN, pa.string(), nullable=False),
+                                pa.array([digests[sid][1] for sid in kept], type=pa.string()))
+    write_table(table, path)
+    shard = path.name.split(".", 1)[0]
+    older = sorted((p for p in path.parent.glob(f"{shard}.*.parquet") if p != path),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in older[CACHE_VERSIONS - 1:]:
+        stale.unlink(missing_ok=True)
+
+
 # --------------------------------------------------------------------------- shard
 
 
@@ -389,7 +497,8 @@ def _results(todo: list[tuple[str, str | None]], settings: PoseSettings) -> Iter
 
 
 def extract_pose_shard(clips: pd.DataFrame, out_path: str | os.PathLike[str],
-                       settings: PoseSettings = PoseSettings(), progress: bool = True) -> dict[str, Any]:
+                       settings: PoseSettings = PoseSettings(), progress: bool = True,
+                       cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Extract keypoints of every clip of ``clips`` into the pose shard ``out_path``.
 
     See the module docs for statuses, checkpointing and resuming; the shard layout is in
@@ -406,13 +515,18 @@ def extract_pose_shard(clips: pd.DataFrame, out_path: str | os.PathLike[str],
         :class:`PoseSettings`.
     progress
         Show a progress bar.
+    cache_dir
+        Folder of cached finished shards (see "Reuse across runs" in the module docs): rows
+        of unchanged clips are taken from it and the finished shard is stored in it. ``None``
+        extracts every clip and stores nothing.
 
     Returns
     -------
     dict
         ``out_path``, ``clips`` (rows), ``by_status`` (status -> count), ``resumed`` (clips
-        taken from checkpoints), ``processed`` (clips extracted by this run), ``frames``
-        (frames extracted by this run), ``seconds`` and ``frames_per_s``.
+        taken from checkpoints), ``reused`` (clips taken from ``cache_dir``), ``processed``
+        (clips extracted by this run), ``frames`` (frames extracted by this run), ``seconds``
+        and ``frames_per_s``.
 
     Raises
     ------
@@ -432,6 +546,20 @@ def extract_pose_shard(clips: pd.DataFrame, out_path: str | os.PathLike[str],
     resumed = len(todo_all) - len(todo)
     if resumed:
         log.info("%s: resuming, %d clip(s) already extracted in %s", out, resumed, folder)
+    digests: dict[str, tuple[str, str]] = {}
+    cached_file: Path | None = None
+    reused_tables: list[pa.Table] = []
+    if cache_dir is not None:
+        cached_file = cache_path(cache_dir, out, reuse_key(schema))
+        digests = clip_digests(todo_all)
+        cached = _load_cached(cached_file, schema, {sid: digests[sid] for sid, _ in todo if sid in digests})
+        if cached is not None:
+            reused_tables.append(cached)
+            reused_ids = set(cached.column("sample_id").to_pylist())
+            todo = [item for item in todo if item[0] not in reused_ids]
+    reused = sum(t.num_rows for t in reused_tables)
+    if cache_dir is not None:
+        log.info("%s: %d clip(s) reused from %s, %d to extract", out, reused, cached_file, len(todo))
 
     start = time.perf_counter()
     frames = 0
@@ -468,17 +596,20 @@ def extract_pose_shard(clips: pd.DataFrame, out_path: str | os.PathLike[str],
 
     wanted = pa.array(sorted(sid for sid, _ in todo_all), type=pa.string())
     tables = [t.filter(pc.is_in(t.column("sample_id"), value_set=wanted)) for t in part_tables]
+    tables.extend(reused_tables)
     tables.append(records_to_table(skipped, skeleton, settings_dict))
     merged = pa.concat_tables(tables)
     ids = merged.column("sample_id").to_pylist()
     if len(set(ids)) != len(ids):  # cannot happen unless parts were edited by hand
         raise ValueError(f"checkpoints in {folder} hold a clip twice; delete the folder and rerun")
     merged = merged.sort_by("sample_id")
-    write_table(merged, out)
+    write_table(merged, out, storage=settings.storage)
+    if cached_file is not None:
+        _write_cache(cached_file, merged, digests)
     shutil.rmtree(folder, ignore_errors=True)
 
     statuses = merged.column("status").to_pylist()
     by_status = {s: statuses.count(s) for s in sorted(set(statuses))}
     return {"out_path": str(out), "clips": len(ids), "by_status": by_status, "resumed": resumed,
-            "processed": len(todo), "frames": frames, "seconds": round(seconds, 3),
+            "reused": reused, "processed": len(todo), "frames": frames, "seconds": round(seconds, 3),
             "frames_per_s": round(frames / seconds, 2) if seconds > 0 and frames else 0.0}
