@@ -7,7 +7,7 @@ CORES ?= all
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: all setup test lint dryrun lock clean-outputs
+.PHONY: all setup test lint dryrun lock clean-outputs faults
 
 all: $(STAMP)
 	snakemake --cores $(CORES) --workflow-profile pipeline/profiles/default all
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 dryrun: $(STAMP)
 	snakemake -n all
+
+# Inject every fault kind 10 times; the table goes into README.md (## Fault injection).
+faults: $(STAMP)
+	python -m bench.faults --repeats 10 --write-readme
 
 # Re-resolve the pinned versions from pyproject.toml into requirements.lock.
 lock:

@@ -25,8 +25,10 @@ Errors (JSON ``{"error": code, "detail": text}``; the server stays up whatever t
 500    ``error``: anything else (logged)
 =====  ==========================================================================
 
-Each connection has a socket timeout of ``read_timeout`` seconds (headers and body), and the
-uploaded video is written to a temporary file that is removed after the request.
+The request line and headers, and then the body, must each arrive within ``read_timeout``
+seconds in all, however the client spaces its bytes (a client trickling one byte at a time
+never trips a per-read socket timeout; headers that are too slow get a 408 and the connection
+is closed). The uploaded video is written to a temporary file that is removed after the request.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 import tempfile
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -82,6 +86,10 @@ class RecognitionServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
+    """Listen backlog. socketserver's default of 5 overflows when a burst of clients connects while
+    predictions hold the CPU; the kernel then falls back to SYN cookies and resets connections
+    instead of queueing them (seen with 16 uploads at once)."""
 
     def __init__(self, address: tuple[str, int], recognizer: Recognizer, *, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_seconds: float = DEFAULT_MAX_SECONDS, max_concurrent: int = DEFAULT_MAX_CONCURRENT,
@@ -97,6 +105,14 @@ class RecognitionServer(ThreadingHTTPServer):
         self._busy = 0
         self._busy_lock = threading.Lock()
         super().__init__(address, RecognitionHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (or is cut off) mid-request is routine: log it without a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)):
+            log.info("%s: connection lost (%s)", client_address[0], type(exc).__name__)
+            return
+        super().handle_error(request, client_address)
 
     @property
     def busy(self) -> int:
@@ -133,6 +149,55 @@ class RecognitionHandler(BaseHTTPRequestHandler):
         self.timeout = self.server.read_timeout  # socket timeout for headers and body
         super().setup()
 
+    # ---- deadlines: headers and body each within read_timeout in all
+
+    def handle_one_request(self) -> None:
+        timer = threading.Timer(self.server.read_timeout, self._headers_too_slow)
+        timer.daemon = True
+        self._header_timer = timer
+        timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            timer.cancel()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self._header_timer.cancel()
+        return ok
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        if getattr(self, "_cut_off", False):
+            self.close_connection = True  # already answered 408 and closed
+            return
+        super().send_error(code, message, explain)
+
+    def _headers_too_slow(self) -> None:
+        """Answer 408 and close: the request line and headers did not arrive within ``read_timeout``."""
+        body = json.dumps({"error": "timeout", "detail": f"request headers not received within "
+                                                         f"{self.server.read_timeout:g} s"}).encode()
+        head = (f"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode()
+        self._cut_off = True
+        log.info("%s: request headers not received within %g s; closing", self.address_string(),
+                 self.server.read_timeout)
+        try:
+            self.connection.sendall(head + body)
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _read_some(self, n: int, deadline: float) -> bytes:
+        """Up to ``n`` body bytes (at least one unless the body ended); ``TimeoutError`` past ``deadline``."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        self.connection.settimeout(left)
+        try:
+            return self.rfile.read1(n)
+        finally:
+            self.connection.settimeout(self.server.read_timeout)
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
         log.info("%s %s", self.address_string(), format % args)
 
@@ -161,9 +226,10 @@ class RecognitionHandler(BaseHTTPRequestHandler):
     def _drain(self, length: int) -> None:
         """Read and drop up to ``DRAIN_LIMIT`` bytes of a refused body."""
         left = min(length, DRAIN_LIMIT)
+        deadline = time.monotonic() + self.server.read_timeout
         try:
             while left > 0:
-                chunk = self.rfile.read(min(CHUNK, left))
+                chunk = self._read_some(min(CHUNK, left), deadline)
                 if not chunk:
                     break
                 left -= len(chunk)
@@ -242,10 +308,11 @@ class RecognitionHandler(BaseHTTPRequestHandler):
         fd, name = tempfile.mkstemp(prefix="sltrain-upload-", suffix=".video")
         try:
             received = 0
+            deadline = time.monotonic() + self.server.read_timeout
             with os.fdopen(fd, "wb") as out:
                 while received < length:
                     try:
-                        chunk = self.rfile.read(min(CHUNK, length - received))
+                        chunk = self._read_some(min(CHUNK, length - received), deadline)
                     except TimeoutError:
                         raise _RequestError(HTTPStatus.REQUEST_TIMEOUT, "timeout",
                                             f"body not received within {self.server.read_timeout:g} s") from None

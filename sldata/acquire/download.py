@@ -60,6 +60,8 @@ LOCK_NAME = ".download.lock"
 FINAL_EXTS: tuple[str, ...] = ("mp4", "mkv", "webm", "mov", "avi", "flv", "m4v", "3gp", "ts", "ogv", "wmv", "mpg")
 _CONTAINER_EXT = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "mkv", "avi": "avi", "flv": "flv", "mpegts": "ts"}
 DEFAULT_FORMAT = "bv*[ext=mp4][vcodec^=avc1][height<=720]/b[ext=mp4]/bv*[ext=mp4]/b/bv*"
+INITIAL_BLOCK_BYTES = 16
+"""yt-dlp's first read size (its ``buffersize``); it grows to the link's rate, up to 4 MiB."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +111,14 @@ class DownloadSettings:
         Netscape cookie file for yt-dlp (age-gated YouTube videos), or None.
     progress
         Show a tqdm bar: True, False, or None (only on a terminal).
+    min_speed_bytes_s
+        Speed floor of a transfer: ``socket_timeout_s`` after its first block, a transfer
+        whose body has arrived slower than this on average since then is abandoned as
+        ``timeout`` (0: no floor). The socket timeout alone never ends a server that trickles
+        one byte at a time. Reads start with :data:`INITIAL_BLOCK_BYTES`-byte blocks (yt-dlp
+        grows them to the link's rate) and a trickle must send a byte every
+        ``socket_timeout_s``, so a trickling attempt ends within about
+        ``(2 * INITIAL_BLOCK_BYTES + 1) * socket_timeout_s`` of its first byte.
     """
 
     workers: int = 4
@@ -129,6 +139,7 @@ class DownloadSettings:
     http_headers: tuple[tuple[str, str], ...] = ()
     cookiefile: str | None = None
     progress: bool | None = None
+    min_speed_bytes_s: float = 1024.0
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -139,7 +150,8 @@ class DownloadSettings:
         if not isinstance(self.max_attempts, int) or self.max_attempts < 1:
             raise bad("max_attempts", "must be an integer >= 1")
         for name in ("backoff_base_s", "backoff_max_s", "max_retry_after_s", "per_host_min_interval_s",
-                     "duration_tolerance_s", "checkpoint_interval_s", "probe_full_decode_below_s"):
+                     "duration_tolerance_s", "checkpoint_interval_s", "probe_full_decode_below_s",
+                     "min_speed_bytes_s"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or value < 0:
                 raise bad(name, "must be a number >= 0")
@@ -281,10 +293,12 @@ _MESSAGE_RULES: list[tuple[re.Pattern[str], FailureReason]] = [
         (r"unsupported url|is a playlist|no video formats found|requested format is not available|"
          r"no video could be found|live stream", FailureReason.UNSUPPORTED_URL),
         (r"did not get any data blocks", FailureReason.EMPTY_FILE),
+        (r"redirect loop|too many redirects|exceeded \d+ redirects", FailureReason.SERVER_ERROR),
         (r"timed? ?out|timeout", FailureReason.TIMEOUT),
         (r"connection (refused|reset|aborted)|name or service not known|temporary failure in name|"
          r"network is unreachable|remote end closed|incompleteread|connection broken|"
-         r"nodename nor servname|no route to host|ssl|eof occurred", FailureReason.NETWORK_ERROR),
+         r"nodename nor servname|no route to host|ssl|eof occurred|"
+         r"\d+ bytes read, \d+ more expected|content.?too.?short", FailureReason.NETWORK_ERROR),
     ]
 ]
 
@@ -534,6 +548,7 @@ def ytdlp_options(tmp_dir: Path, key: str, settings: DownloadSettings, logger: A
         "writethumbnail": False,
         "writesubtitles": False,
         "check_formats": False,
+        "buffersize": INITIAL_BLOCK_BYTES,
     }
     if settings.max_filesize_bytes:
         opts["max_filesize"] = settings.max_filesize_bytes
@@ -542,6 +557,29 @@ def ytdlp_options(tmp_dir: Path, key: str, settings: DownloadSettings, logger: A
     if settings.cookiefile:
         opts["cookiefile"] = settings.cookiefile
     return opts
+
+
+class _SpeedGuard:
+    """yt-dlp progress hook that abandons a transfer slower than ``min_speed_bytes_s`` on average
+    (see :class:`DownloadSettings`); the clock starts at the transfer's first block."""
+
+    def __init__(self, settings: DownloadSettings) -> None:
+        self.floor = settings.min_speed_bytes_s
+        self.grace_s = settings.socket_timeout_s
+        self._start: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, d: dict[str, Any]) -> None:
+        if self.floor <= 0 or d.get("status") != "downloading":
+            return
+        now = time.monotonic()
+        got = int(d.get("downloaded_bytes") or 0)
+        t0, b0 = self._start.setdefault(str(d.get("tmpfilename") or d.get("filename") or ""), (now, got))
+        elapsed = now - t0
+        if elapsed >= self.grace_s and (got - b0) / elapsed < self.floor:
+            raise _AttemptFailed(ErrorInfo(
+                FailureReason.TIMEOUT,
+                f"transfer timed out: {got - b0} bytes in {elapsed:.1f} s after the first block, below the "
+                f"floor of {self.floor:g} B/s (min_speed_bytes_s)"))
 
 
 def _fetch_once(req: SourceRequest, tmp_dir: Path, ctx: _Context) -> Path:
@@ -553,7 +591,9 @@ def _fetch_once(req: SourceRequest, tmp_dir: Path, ctx: _Context) -> Path:
     tmp_dir.mkdir(parents=True)
     logger = _YtdlpLogger(req.source_key)
     try:
-        with yt_dlp.YoutubeDL(ytdlp_options(tmp_dir, req.source_key, settings, logger)) as ydl:
+        opts = ytdlp_options(tmp_dir, req.source_key, settings, logger)
+        opts["progress_hooks"] = [_SpeedGuard(settings)]
+        with yt_dlp.YoutubeDL(opts) as ydl:
             info = ydl.extract_info(req.url, download=False)
             if not info:
                 raise _AttemptFailed(ErrorInfo(FailureReason.UNSUPPORTED_URL, "yt-dlp returned no information"))

@@ -37,6 +37,13 @@ _VIDEO_MAGIC: tuple[tuple[int, bytes], ...] = (
     (0, b"\x30\x26\xb2\x75"),  # ASF / WMV
 )
 _SWF_MAGIC = (b"FWS", b"CWS", b"ZWS")
+END_TOLERANCE_FRAMES = 4
+"""A fully decoded video may yield this many frames (or ``end_tolerance_ratio`` of them) fewer than
+its container lists (real WLASL sources decode up to 3 fewer than listed) before it counts as
+truncated."""
+# FFmpeg demuxers of single images (a JPEG or PNG named .mp4 opens as a one-frame "video"):
+# ``image2`` and every ``*_pipe`` (jpeg_pipe, png_pipe, webp_pipe, ...).
+_IMAGE_DEMUXERS = ("image2",)
 _MARKUP_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<!--", b"<meta", b"<script", b"<title")
 
 
@@ -45,7 +52,7 @@ class ProbeFailure(str, enum.Enum):
 
     MISSING = "missing"
     EMPTY = "empty_file"
-    NOT_A_VIDEO = "not_a_video"  # HTML page, Flash .swf, unknown bytes
+    NOT_A_VIDEO = "not_a_video"  # HTML page, Flash .swf, a still image, unknown bytes
     NO_VIDEO_STREAM = "no_video_stream"  # a media file without video (audio only)
     TRUNCATED_OR_UNDECODABLE = "truncated_or_undecodable"
 
@@ -156,7 +163,9 @@ def probe_video(
     end_tolerance_s, end_tolerance_ratio
         A video whose last decodable frame lies more than
         ``max(end_tolerance_s, end_tolerance_ratio * declared)`` before its declared end is
-        truncated.
+        truncated; so is a fully decoded one that yields more than
+        ``max(END_TOLERANCE_FRAMES, end_tolerance_ratio * listed)`` frames fewer than its
+        container lists.
 
     Returns
     -------
@@ -183,6 +192,9 @@ def probe_video(
         return _fail(path, size, failure, f"{path}: cannot open ({why}): {exc}")
 
     with container:
+        demuxer = container.format.name or ""
+        if demuxer in _IMAGE_DEMUXERS or demuxer.endswith("_pipe"):
+            return _fail(path, size, ProbeFailure.NOT_A_VIDEO, f"{path}: a still image ({demuxer}), not a video")
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams})
             return _fail(path, size, ProbeFailure.NO_VIDEO_STREAM, f"{path}: no video stream (streams: {kinds})")
@@ -224,6 +236,13 @@ def probe_video(
                     f"{path}: decodable video ends at {duration:.2f}s but the container declares {declared:.2f}s",
                     **meta,
                 )
+        listed = int(stream.frames or 0)
+        if full and listed and n_decoded < listed - max(END_TOLERANCE_FRAMES, end_tolerance_ratio * listed):
+            # a short clip cut short can end within end_tolerance_s of its declared end; its
+            # index still lists every frame it lost
+            return _fail(path, size, ProbeFailure.TRUNCATED_OR_UNDECODABLE,
+                         f"{path}: only {n_decoded} of the {listed} frames the container lists could be decoded",
+                         **meta)
         if full:
             n_frames, exact = n_decoded, True
         elif stream.frames:

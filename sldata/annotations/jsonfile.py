@@ -48,4 +48,6 @@ def load_json(path: str | Path, hint: str = "") -> tuple[Any, InputFile]:
         raise AnnotationFileError(f"{path}: not UTF-8 text ({exc})") from exc
     except json.JSONDecodeError as exc:
         raise AnnotationFileError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from exc
+    except RecursionError:
+        raise AnnotationFileError(f"{path}: JSON nested too deeply to read (not an annotation file)") from None
     return data, InputFile(path=str(path), size=len(raw), sha256=hashlib.sha256(raw).hexdigest())
