@@ -12,7 +12,7 @@ sldata/, sltrain/, dvc.yaml, params.yaml, .dvc/config), never touching ./data:
    a ``{sample_id}`` wildcard, 2 stages: acquire and pose, then one gather job), built on the
    first ``--naive-rows`` clips (default: all of them).
 2. **No-op rerun.** A small pipeline (``--noop-rows`` clips, 4 shards) whose every declared
-   output (``all``, ``frames_all``, ``hand_crops_all``) is faked with ``snakemake --touch``
+   output (``all``, ``frames_all``, ``hand_crops_all``, ``train_rgb``, ``train_hands``) is faked with ``snakemake --touch``
    (nothing really runs), then recorded in ``dvc.lock`` with ``dvc commit -f``; times
    ``snakemake -n all`` (must say "Nothing to be done") and ``dvc status`` (must say
    "up to date").
@@ -52,7 +52,7 @@ from sldata.manifest_schema import SCHEMA  # noqa: E402
 from sldata.subsets import build_subset, write_subset  # noqa: E402
 
 TIME_BIN = "/usr/bin/time"
-FINAL_TARGETS = ["all", "frames_all", "hand_crops_all"]
+FINAL_TARGETS = ["all", "frames_all", "hand_crops_all", "train_rgb", "train_hands"]
 
 
 @dataclass

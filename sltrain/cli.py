@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
+import subprocess
 import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from sldata.section_args import add_section_arguments
+from sldata.section_args import add_section_arguments, parse_args_with_maps
 from sltrain import __version__
 
 RUNTIME_PACKAGES = ("torch", "openvino", "mediapipe", "numpy", "av", "opencv-contrib-python")
@@ -41,6 +43,12 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def torchrun_argv(processes: int, argv: Sequence[str]) -> list[str]:
+    """The command that reruns ``python -m sltrain <argv>`` as ``processes`` torchrun processes on this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+            "-m", "sltrain", *argv]
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from sldata.section_args import section_from_args
     from sltrain.train import FeatureConfig, TrainConfig, train
@@ -48,8 +56,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
     sections = {name: section_from_args(args, name) for name in ("features", "train", "models")}
     features = FeatureConfig(**sections["features"])
     cfg = TrainConfig.from_params(sections["train"], sections["models"])
+    if cfg.processes > 1 and "WORLD_SIZE" not in os.environ:  # start the data-parallel processes
+        argv = torchrun_argv(cfg.processes, args.argv)
+        print("running:", " ".join(argv), file=sys.stderr, flush=True)
+        return subprocess.call(argv)
     metrics = train(args.packed, args.label_map, args.out_dir, args.work_dir, cfg, features, params=sections,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, samples_path=args.samples)
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_train_rgb(args: argparse.Namespace) -> int:
+    from sldata.section_args import section_from_args
+    from sltrain.train import clip_section, train_rgb
+
+    sections = {name: section_from_args(args, name) for name in ("train_rgb", "models", "frames")}
+    cfg, clip_input = clip_section(sections["train_rgb"], sections["models"], "train_rgb")
+    metrics = train_rgb(args.frames, args.samples, args.label_map, args.out_dir, args.work_dir, cfg, clip_input,
+                        params=sections, progress=not args.no_progress, source=sections["frames"])
+    print(json.dumps(metrics, indent=2, sort_keys=True))
+    return 0
+
+
+def _cmd_train_hands(args: argparse.Namespace) -> int:
+    from sldata.section_args import section_from_args
+    from sltrain.train import clip_section, train_hands
+
+    sections = {name: section_from_args(args, name) for name in ("train_hands", "models", "hand_crops")}
+    cfg, clip_input = clip_section(sections["train_hands"], sections["models"], "train_hands")
+    metrics = train_hands(args.hand_crops, args.packed, args.label_map, args.out_dir, args.work_dir, cfg, clip_input,
+                          params=sections, progress=not args.no_progress, samples_path=args.samples,
+                          source=sections["hand_crops"])
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
@@ -153,10 +190,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-map", required=True, help="label_map.json of the subset stage")
     p.add_argument("--out-dir", required=True, help="output folder, e.g. data/train")
     p.add_argument("--work-dir", required=True, help="resumable state, e.g. data/cache/train")
+    p.add_argument("--samples", default=None,
+                   help="samples.parquet of the subset: columns for heads that the pack's index lacks (train and "
+                   "val rows only are read)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for section in ("features", "train", "models"):
         add_section_arguments(p, section)
     p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser(
+        "train-rgb",
+        help="train the RGB clip model (S3D / MobileNet-V3 style) on the frames stage's output",
+        description="Trains models.rgb_s3d with params train_rgb on the train split's RGB frames, selects and "
+        "early-stops on val (test clips are never read), resumes from WORK_DIR/last.pt, and writes OUT_DIR/model.pt, "
+        "metrics.json, history.csv and curves.png. Every flag mirrors a key of params.yaml (train_rgb, models, and "
+        "frames, which is recorded in the checkpoint's input spec). evaluate, export and predict support pose models "
+        "only and refuse this checkpoint.",
+    )
+    p.add_argument("--frames", required=True, help="frames stage output folder (shard-NNN/), e.g. data/frames")
+    p.add_argument("--samples", required=True, help="samples.parquet of the subset (labels, splits, head columns)")
+    p.add_argument("--label-map", required=True, help="label_map.json of the subset stage")
+    p.add_argument("--out-dir", required=True, help="output folder, e.g. data/train_rgb")
+    p.add_argument("--work-dir", required=True, help="resumable state, e.g. data/cache/train_rgb")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for section in ("train_rgb", "models", "frames"):
+        add_section_arguments(p, section)
+    p.set_defaults(handler=_cmd_train_rgb)
+
+    p = sub.add_parser(
+        "train-hands",
+        help="train the VTN on hand crops and pose flow (hand-crop stage + packed keypoints)",
+        description="Trains models.vtn with params train_hands on the train split's hand crops and keypoints, "
+        "selects and early-stops on val (test clips are never read), resumes from WORK_DIR/last.pt, and writes "
+        "OUT_DIR/model.pt, metrics.json, history.csv and curves.png. Every flag mirrors a key of params.yaml "
+        "(train_hands, models, and hand_crops, which is recorded in the checkpoint's input spec). evaluate, export "
+        "and predict support pose models only and refuse this checkpoint.",
+    )
+    p.add_argument("--hand-crops", required=True, help="hand-crop stage output folder (shard-NNN/), e.g. data/hand_crops")
+    p.add_argument("--packed", required=True, help="pack-pose output folder (labels, splits, keypoints)")
+    p.add_argument("--label-map", required=True, help="label_map.json of the subset stage")
+    p.add_argument("--out-dir", required=True, help="output folder, e.g. data/train_hands")
+    p.add_argument("--work-dir", required=True, help="resumable state, e.g. data/cache/train_hands")
+    p.add_argument("--samples", default=None,
+                   help="samples.parquet of the subset: columns for heads that the pack's index lacks")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for section in ("train_hands", "models", "hand_crops"):
+        add_section_arguments(p, section)
+    p.set_defaults(handler=_cmd_train_hands)
 
     p = sub.add_parser(
         "evaluate",
@@ -176,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args_with_maps(build_parser(), argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args))

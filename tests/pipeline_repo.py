@@ -52,6 +52,12 @@ def make_pipeline_repo(root: Path, shared: Path,
     params["shards"]["count"] = 2
     params["train"]["epochs"] = 2  # a tiny model for two epochs: the tests are about the pipeline, not accuracy
     params["models"]["pose_transformer"].update(d_model=16, num_layers=1, num_heads=2)
+    for section in ("train_rgb", "train_hands"):  # the RGB and hand-crop models: one epoch of a tiny model
+        params[section].update(epochs=1, threads=1)
+    params["train_rgb"]["input"].update(num_frames=4, size=32)
+    params["train_hands"]["input"].update(num_frames=8, size=16)
+    params["models"]["rgb_s3d"].update(width_multiplier=0.25, feature_dim=64)
+    params["models"]["vtn"].update(hand_widths="8,16", hand_dim=8, pose_dim=8, d_model=16, num_layers=1, num_heads=2)
     if edit_params is not None:
         edit_params(params)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -190,3 +190,73 @@ def test_stgcn_trains_and_reloads_from_its_checkpoint(packed: tuple[Path, Path],
     train(pack, labels, tmp_path / "o", tmp_path / "w", cfg, FEATURES, progress=False)
     model, spec, _ = model_from_checkpoint(load_checkpoint(tmp_path / "o" / "model.pt"))
     assert spec.num_points == 57 and type(model).__name__ == "STGCN"
+
+
+def test_heads_loss_weights_are_honoured(packed: tuple[Path, Path], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head's weight scales its loss: weight 0 leaves its classifier untouched, the total is the weighted sum."""
+    import sltrain.models.heads as heads_module
+
+    pack, labels = packed
+    seen: list[tuple[float, float]] = []
+    original = heads_module.multi_head_loss
+
+    def spy(logits, targets, heads_config, label_smoothing=0.0):  # noqa: ANN001, ANN202
+        total, per_head = original(logits, targets, heads_config, label_smoothing=label_smoothing)
+        weights = {name: spec["weight"] for name, spec in heads_config.items()}
+        seen.append((total.item(), sum(weights[n] * per_head[n].item() for n in per_head)))
+        return total, per_head
+
+    monkeypatch.setattr(heads_module, "multi_head_loss", spy)
+    heads = {"gloss": {"column": "label", "weight": 0.0}, "signer": {"column": "signer_id", "weight": 1.0}}
+    cfg = config(epochs=1, weight_decay=0.0, heads=heads)
+    train(pack, labels, tmp_path / "o", tmp_path / "w", cfg, FEATURES, progress=False)
+    assert seen and all(t == pytest.approx(w, rel=1e-6) for t, w in seen)
+    ckpt = load_checkpoint(tmp_path / "o" / "model.pt")
+    assert ckpt["model"]["heads"] == {"gloss": {"num_classes": 3, "weight": 0.0}, "signer": {"num_classes": 2, "weight": 1.0}}
+    assert ckpt["model"]["head_targets"] == {"signer": {"column": "signer_id", "classes": ["0", "1"]}}
+    torch.manual_seed(0)
+    from sltrain.models.factory import build_pose_model
+
+    from sltrain.inputs import InputSpec
+
+    initial = build_pose_model("pose_transformer", TINY, InputSpec.from_dict(ckpt["input_spec"]),
+                               ckpt["model"]["heads"]).state_dict()
+    state = ckpt["model_state"]
+    assert torch.equal(state["heads.classifiers.gloss.weight"], initial["heads.classifiers.gloss.weight"])
+    assert not torch.equal(state["heads.classifiers.signer.weight"], initial["heads.classifiers.signer.weight"])
+    assert "val_signer_top1" in pd.read_csv(tmp_path / "o" / "history.csv").columns
+
+
+def test_train_sections_with_heads_round_trip_through_flags() -> None:
+    """The flags Snakemake renders (and DVC's ${train}) parse back into the section, heads included."""
+    import argparse
+    import shlex
+
+    from conftest import default_params
+    from sldata.section_args import add_section_arguments, parse_args_with_maps, section_flags, section_from_args
+
+    for name in ("train", "train_rgb", "train_hands", "models"):
+        value = default_params()[name]
+        if "heads" in value:
+            assert value["heads"] == {"gloss": {"column": "label", "weight": 1.0}}  # default: gloss only
+            value["heads"]["signer"] = {"column": "signer_id", "weight": 0.3}
+        parser = argparse.ArgumentParser()
+        add_section_arguments(parser, name)
+        args = parse_args_with_maps(parser, shlex.split(section_flags(value)))
+        assert section_from_args(args, name) == value
+
+
+def test_resume_refuses_a_best_checkpoint_written_by_another_run(packed: tuple[Path, Path], tmp_path: Path) -> None:
+    pack, labels = packed
+    work = tmp_path / "w"
+    train(pack, labels, tmp_path / "a", work, config(), FEATURES, progress=False)
+    finished_last = (work / "last.pt").read_bytes()
+    # another config writes best.pt and is killed before its last.pt: put the old last.pt back
+    train(pack, labels, tmp_path / "b", work, config(lr=1e-2), FEATURES, progress=False, max_epochs_this_run=1)
+    (work / "last.pt").write_bytes(finished_last)
+    train(pack, labels, tmp_path / "again", work, config(), FEATURES, progress=False)
+    a = load_checkpoint(tmp_path / "a" / "model.pt")
+    again = load_checkpoint(tmp_path / "again" / "model.pt")
+    assert again["params"]["train"]["lr"] == 3e-3  # not the other run's model
+    assert all(torch.equal(a["model_state"][k], again["model_state"][k]) for k in a["model_state"])

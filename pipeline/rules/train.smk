@@ -5,6 +5,7 @@ rule train:
         index=data_path("features", "pose", "index.parquet"),
         skeleton=data_path("features", "pose", "skeleton.json"),
         label_map=data_path("subset", "label_map.json"),
+        samples=data_path("subset", "samples.parquet"),
     output:
         model=data_path("train", "model.pt"),
         metrics=data_path("train", "metrics.json"),
@@ -17,7 +18,7 @@ rule train:
         features=section_flags(config["features"]),
         train=section_flags(config["train"]),
         models=section_flags(config["models"]),
-    threads: config["train"]["threads"]
+    threads: config["train"]["threads"] * config["train"]["processes"]
     resources:
         gpu=1 if config["train"]["device"].startswith("cuda") else 0,
     log:
@@ -26,8 +27,81 @@ rule train:
         "benchmarks/train.tsv"
     shell:
         "python -m sltrain train --packed {params.packed:q} --label-map {input.label_map:q}"
-        " --out-dir {params.out_dir:q} --work-dir {params.work_dir:q} --no-progress"
+        " --samples {input.samples:q} --out-dir {params.out_dir:q} --work-dir {params.work_dir:q} --no-progress"
         " {params.features} {params.train} {params.models} > {log} 2>&1"
+
+
+# The RGB and hand-crop models are not part of `all` (they need frames_all / hand_crops_all and
+# take 30-40 min each on a 2-core CPU): `snakemake --cores 2 train_rgb train_hands`.
+
+
+rule train_rgb:
+    """RGB frames (train + val only) -> the RGB clip model (S3D / MobileNet-V3 style), best by val top-1."""
+    input:
+        frames=get_shard_files("frames", FRAMES_FILE),
+        index=get_shard_files("frames", "index.parquet"),
+        samples=data_path("subset", "samples.parquet"),
+        label_map=data_path("subset", "label_map.json"),
+    output:
+        model=data_path("train_rgb", "model.pt"),
+        metrics=data_path("train_rgb", "metrics.json"),
+        history=data_path("train_rgb", "history.csv"),
+        curves=data_path("train_rgb", "curves.png"),
+    params:
+        frames_dir=lambda wildcards, input: shard_root(input.index[0]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        work_dir=data_path("cache", "train_rgb"),
+        train_rgb=section_flags(config["train_rgb"]),
+        models=section_flags(config["models"]),
+        frames=section_flags(config["frames"]),
+    threads: config["train_rgb"]["threads"]
+    resources:
+        gpu=1 if config["train_rgb"]["device"].startswith("cuda") else 0,
+    log:
+        "logs/train_rgb.log",
+    benchmark:
+        "benchmarks/train_rgb.tsv"
+    shell:
+        "python -m sltrain train-rgb --frames {params.frames_dir:q} --samples {input.samples:q}"
+        " --label-map {input.label_map:q} --out-dir {params.out_dir:q} --work-dir {params.work_dir:q} --no-progress"
+        " {params.train_rgb} {params.models} {params.frames} > {log} 2>&1"
+
+
+rule train_hands:
+    """Hand crops + packed keypoints (train + val only) -> the VTN on hand crops and pose flow, best by val top-1."""
+    input:
+        crops=get_shard_files("hand_crops", HAND_CROPS_FILE),
+        index=get_shard_files("hand_crops", "index.parquet"),
+        keypoints=data_path("features", "pose", "keypoints.npy"),
+        packed_index=data_path("features", "pose", "index.parquet"),
+        skeleton=data_path("features", "pose", "skeleton.json"),
+        samples=data_path("subset", "samples.parquet"),
+        label_map=data_path("subset", "label_map.json"),
+    output:
+        model=data_path("train_hands", "model.pt"),
+        metrics=data_path("train_hands", "metrics.json"),
+        history=data_path("train_hands", "history.csv"),
+        curves=data_path("train_hands", "curves.png"),
+    params:
+        crops_dir=lambda wildcards, input: shard_root(input.index[0]),
+        packed=lambda wildcards, input: os.path.dirname(input.keypoints),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
+        work_dir=data_path("cache", "train_hands"),
+        train_hands=section_flags(config["train_hands"]),
+        models=section_flags(config["models"]),
+        hand_crops=section_flags(config["hand_crops"]),
+    threads: config["train_hands"]["threads"]
+    resources:
+        gpu=1 if config["train_hands"]["device"].startswith("cuda") else 0,
+    log:
+        "logs/train_hands.log",
+    benchmark:
+        "benchmarks/train_hands.tsv"
+    shell:
+        "python -m sltrain train-hands --hand-crops {params.crops_dir:q} --packed {params.packed:q}"
+        " --samples {input.samples:q} --label-map {input.label_map:q} --out-dir {params.out_dir:q}"
+        " --work-dir {params.work_dir:q} --no-progress {params.train_hands} {params.models} {params.hand_crops}"
+        " > {log} 2>&1"
 
 
 rule evaluate:

@@ -95,6 +95,43 @@ def build_pose_model(name: str, config: Mapping[str, Any] | None, spec: InputSpe
                        edges=edges)
 
 
+def model_config_from_params(name: str, section: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor keywords of model ``name`` from its ``models.<name>`` params section.
+
+    Params cannot template lists, so list-valued settings are comma-separated strings there
+    (``hand_widths: "16,32,64,128"``); they become tuples of ints here.
+    """
+    config = dict(section)
+    if name == "vtn" and isinstance(config.get("hand_widths"), str):
+        config["hand_widths"] = tuple(int(w) for w in config["hand_widths"].split(",") if w.strip())
+    return config
+
+
+def build_clip_model(name: str, config: Mapping[str, Any] | None, spec: Any, heads: HeadsConfig) -> nn.Module:
+    """:func:`build_model` for an RGB or hand-crop model whose inputs ``spec`` prepares.
+
+    ``spec`` is a :class:`sltrain.clip_inputs.ClipInputSpec`: ``rgb_s3d`` needs an ``rgb`` spec,
+    ``vtn`` a ``hands`` spec (its pose input has the spec's points and channels, and attention
+    covers ``num_frames``).
+
+    Raises
+    ------
+    ValueError
+        A pose model, or a model that does not read this kind of input.
+    """
+    wanted = {"rgb_s3d": "rgb", "vtn": "hands"}
+    if name not in wanted:
+        raise ValueError(f"model {name!r} is not an RGB or hand-crop model (those are: {', '.join(wanted)})")
+    if spec.kind != wanted[name]:
+        raise ValueError(f"model {name!r} reads {wanted[name]!r} inputs, the input spec is {spec.kind!r}")
+    config = model_config_from_params(name, config or {})
+    if name == "vtn":
+        pose = spec.pose_spec
+        config.setdefault("max_len", max(spec.num_frames, 2))
+        return build_model(name, config, num_points=pose.num_points, in_channels=pose.num_channels, heads=heads)
+    return build_model(name, config, num_points=0, in_channels=3, heads=heads)
+
+
 def _require_edges(edges: Sequence[tuple[int, int]] | None) -> Sequence[tuple[int, int]]:
     if edges is None:
         raise ValueError("model 'stgcn' needs edges (e.g. sltrain.models.stgcn.skeleton_graph(skeleton).input_edges())")
