@@ -30,7 +30,7 @@ from sldata.frames import FrameStore
 from sldata.pose.handcrop_stage import HandCropStore
 from sldata.pose.store import load_packed
 from sltrain.clip_inputs import ClipAugment, ClipInputSpec, hand_clip_input, rgb_clip_input
-from sltrain.data import Batch
+from sltrain.data import Batch, SplitTable
 from sltrain.inputs import pad_batch
 
 log = logging.getLogger(__name__)
@@ -51,25 +51,10 @@ def shard_folders(root: str | os.PathLike[str]) -> list[Path]:
     return folders
 
 
-class _StoreClips:
-    """Shared parts: the clip table of some splits, labels, rows of a split and batching."""
+class _StoreClips(SplitTable):
+    """Shared parts: the clip table of some splits (see :class:`SplitTable`) and batching."""
 
-    index: pd.DataFrame
-    splits: tuple[str, ...]
     missing: int
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.index["label"].to_numpy(dtype=np.int64)
-
-    def rows_of(self, split: str) -> np.ndarray:
-        """Row numbers of one split."""
-        if split not in self.splits:
-            raise KeyError(f"split {split!r} is not loaded (loaded: {self.splits})")
-        return np.flatnonzero(self.index["split"].to_numpy() == split)
 
     def batch(self, rows: np.ndarray, augment: ClipAugment | None = None,
               rngs: Sequence[np.random.Generator] | None = None) -> Batch:

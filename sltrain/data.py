@@ -63,7 +63,27 @@ class ClipSource(Protocol):
     def iter_batches(self, rows: np.ndarray, batch_size: int) -> Iterator[Batch]: ...
 
 
-class PoseClips:
+class SplitTable:
+    """A clip table (``index``) restricted to some ``splits``: its size, labels and the rows of a split."""
+
+    index: pd.DataFrame
+    splits: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.index["label"].to_numpy(dtype=np.int64)
+
+    def rows_of(self, split: str) -> np.ndarray:
+        """Row numbers of one split."""
+        if split not in self.splits:
+            raise KeyError(f"split {split!r} is not loaded (loaded: {self.splits})")
+        return np.flatnonzero(self.index["split"].to_numpy() == split)
+
+
+class PoseClips(SplitTable):
     """The clips of some splits of a packed keypoint folder.
 
     Parameters
@@ -91,18 +111,6 @@ class PoseClips:
         self._size = self.index[["width", "height"]].to_numpy(dtype=np.float64)
         self._cache: dict[int, np.ndarray] = {}
 
-    def __len__(self) -> int:
-        return len(self.index)
-
-    @property
-    def labels(self) -> np.ndarray:
-        return self.index["label"].to_numpy(dtype=np.int64)
-
-    def rows_of(self, split: str) -> np.ndarray:
-        """Row numbers of one split."""
-        if split not in self.splits:
-            raise KeyError(f"split {split!r} is not loaded (loaded: {self.splits})")
-        return np.flatnonzero(self.index["split"].to_numpy() == split)
 
     def raw(self, row: int) -> np.ndarray:
         """Raw keypoints ``[T, P_all, 4]`` of one row (a copy)."""
