@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,19 @@ def run(cmd: list[str], cwd: Path, timeout: float = 1500) -> str:
 def digests(root: Path, artifacts: Iterable[str]) -> dict[str, str]:
     """sha256 of each artifact path (relative to ``root``)."""
     return {a: hashlib.sha256((root / a).read_bytes()).hexdigest() for a in artifacts}
+
+
+def job_stats(out: str) -> Counter[str]:
+    """Jobs per rule from Snakemake's "Job stats" table (dry run or real run), without the total."""
+    lines = out[out.index("Job stats:"):].splitlines()[3:]
+    jobs: Counter[str] = Counter()
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        jobs[parts[0]] = int(parts[1])
+    assert jobs.pop("total") == sum(jobs.values()), out
+    return jobs
 
 
 def make_pipeline_repo(root: Path, shared: Path,

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline_repo import digests, make_pipeline_repo, run
+from pipeline_repo import digests, job_stats, make_pipeline_repo, run
 from test_pipeline import ARTIFACTS as PIPELINE_ARTIFACTS
 
 pytestmark = pytest.mark.pipeline
@@ -70,16 +70,7 @@ def env_with_venv() -> dict[str, str]:
 
 def planned_jobs(root: Path, *args: str) -> Counter[str]:
     """Jobs per rule that ``snakemake -n`` plans (its "Job stats" table, without the total)."""
-    out = run([sys.executable, "-m", "snakemake", "-n", *args], root)
-    table = out[out.index("Job stats:"):].splitlines()[3:]
-    jobs: Counter[str] = Counter()
-    for line in table:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        jobs[parts[0]] = int(parts[1])
-    assert jobs.pop("total") == sum(jobs.values()), out
-    return jobs
+    return job_stats(run([sys.executable, "-m", "snakemake", "-n", *args], root))
 
 
 def read_job_log(path: Path) -> list[dict[str, object]]:

@@ -30,7 +30,7 @@ import yaml
 
 import sldata.pose.extract as extract_mod
 from conftest import shared_data_dir
-from pipeline_repo import make_pipeline_repo, run
+from pipeline_repo import job_stats, make_pipeline_repo, run
 from sldata.pose.extract import CACHE_VERSIONS, PoseSettings, extract_pose_shard
 from sldata.section_args import section_flags
 
@@ -138,19 +138,6 @@ def set_param(root: Path, dotted: str, value: Any) -> None:
         section = section[key]
     section[last] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def job_stats(out: str) -> Counter[str]:
-    """Jobs per rule from Snakemake's "Job stats" table (dry run or real run), without the total."""
-    lines = out[out.index("Job stats:"):].splitlines()[3:]
-    jobs: Counter[str] = Counter()
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        jobs[parts[0]] = int(parts[1])
-    assert jobs.pop("total") == sum(jobs.values()), out
-    return jobs
 
 
 def usable_ids(root: Path, shard: str) -> set[str]:
