@@ -158,43 +158,6 @@ def open_source(source: str | int, *, timeout_s: float = 10.0) -> Iterator[tuple
     return pyav_frames(str(source), timeout_s=timeout_s)
 
 
-# --------------------------------------------------------------------------- per-frame pose
-
-
-class FrameEstimator:
-    """Per-frame keypoints from one MediaPipe Holistic graph kept open for a whole stream.
-
-    Wraps :class:`sldata.pose.estimator.HolisticEstimator` (same settings and output layout);
-    that class builds one graph per clip, which would lose tracking between frames here.
-    Use as a context manager.
-    """
-
-    def __init__(self, estimator: Any) -> None:
-        self.estimator = estimator
-        self._graph: Any = None
-
-    def __enter__(self) -> FrameEstimator:
-        est = self.estimator
-        self._graph = est._holistic_cls(static_image_mode=False, model_complexity=est.model_complexity,
-                                        smooth_landmarks=True, refine_face_landmarks=False,
-                                        min_detection_confidence=est.min_detection_confidence,
-                                        min_tracking_confidence=est.min_tracking_confidence)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._graph is not None:
-            self._graph.close()
-            self._graph = None
-
-    def process(self, frame: np.ndarray) -> np.ndarray:
-        """Keypoints ``[P, 4]`` of one RGB uint8 frame."""
-        if self._graph is None:
-            raise RuntimeError("FrameEstimator used outside its 'with' block")
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"expected an RGB uint8 [H, W, 3] frame, got {frame.dtype} {frame.shape}")
-        return self.estimator._frame_keypoints(self._graph.process(np.ascontiguousarray(frame)))
-
-
 # --------------------------------------------------------------------------- windows
 
 
@@ -250,7 +213,7 @@ def classify_windows(recognizer: Recognizer, frames: Iterable[tuple[float, np.nd
             stats["classify_s"] += time.perf_counter() - t0
         return result
 
-    with FrameEstimator(recognizer.estimator()) as est:
+    with recognizer.estimator().session() as est:
         for t, frame in frames:
             height, width = frame.shape[:2]
             t0 = time.perf_counter()

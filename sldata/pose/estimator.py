@@ -40,6 +40,35 @@ class PoseEstimator(Protocol):
         """Keypoints ``[T, skeleton.num_points, 4]`` float32 of the ``T`` RGB uint8 frames of one clip."""
         ...
 
+    def session(self) -> PoseSession:
+        """A tracking session for one clip or stream, fed frame by frame (a context manager)."""
+        ...
+
+
+class PoseSession(Protocol):
+    """Per-frame keypoints of one clip or stream; tracking state carries from frame to frame.
+
+    ``estimate(frames)`` of an estimator equals ``[session.process(f) for f in frames]`` in one
+    fresh session. Use as a context manager; ``close`` frees the graph.
+    """
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """Keypoints ``[skeleton.num_points, 4]`` float32 of one RGB uint8 ``[H, W, 3]`` frame."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> PoseSession: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+def check_frame(frame: np.ndarray, where: str = "frame") -> np.ndarray:
+    """``frame`` as a C-contiguous RGB uint8 ``[H, W, 3]`` array, else ``ValueError`` naming ``where``."""
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"{where}: expected RGB uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+    return np.ascontiguousarray(frame)
+
 
 def validate_holistic_settings(face: str, model_complexity: int, min_detection_confidence: float,
                                min_tracking_confidence: float) -> None:
@@ -124,17 +153,41 @@ class HolisticEstimator:
             out[self._slices["face"]] = mesh[self._face_idx]
         return out
 
+    def session(self) -> HolisticSession:
+        """A new Holistic graph for one clip or stream (see :class:`PoseSession`)."""
+        return HolisticSession(self)
+
     def estimate(self, frames: Iterable[np.ndarray]) -> np.ndarray:
         """Keypoints ``[T, P, 4]`` float32 of one clip's RGB uint8 ``[H, W, 3]`` frames (in order)."""
-        rows: list[np.ndarray] = []
-        with self._holistic_cls(static_image_mode=False, model_complexity=self.model_complexity,
-                                smooth_landmarks=True, refine_face_landmarks=False,
-                                min_detection_confidence=self.min_detection_confidence,
-                                min_tracking_confidence=self.min_tracking_confidence) as holistic:
-            for i, frame in enumerate(frames):
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise ValueError(f"frame {i}: expected RGB uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
-                rows.append(self._frame_keypoints(holistic.process(np.ascontiguousarray(frame))))
+        with self.session() as session:
+            rows = [session.process(frame, where=f"frame {i}") for i, frame in enumerate(frames)]
         if not rows:
             return np.zeros((0, self.skeleton.num_points, len(COMPONENTS)), dtype=np.float32)
         return np.stack(rows)
+
+
+class HolisticSession:
+    """One MediaPipe Holistic graph (tracking on) of a :class:`HolisticEstimator`; see :class:`PoseSession`."""
+
+    def __init__(self, estimator: HolisticEstimator) -> None:
+        self.estimator = estimator
+        self._graph: Any = estimator._holistic_cls(
+            static_image_mode=False, model_complexity=estimator.model_complexity, smooth_landmarks=True,
+            refine_face_landmarks=False, min_detection_confidence=estimator.min_detection_confidence,
+            min_tracking_confidence=estimator.min_tracking_confidence)
+
+    def process(self, frame: np.ndarray, where: str = "frame") -> np.ndarray:
+        if self._graph is None:
+            raise RuntimeError("pose session used after close()")
+        return self.estimator._frame_keypoints(self._graph.process(check_frame(frame, where)))
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    def __enter__(self) -> HolisticSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
