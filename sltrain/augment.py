@@ -113,6 +113,25 @@ def mark_missing(clip: np.ndarray, where: np.ndarray, missing: MissingConvention
     return out
 
 
+def subset_flip_permutation(skeleton: Skeleton, names: Sequence[str]) -> np.ndarray:
+    """:func:`flip_permutation` restricted to the points ``names`` (in that order).
+
+    Raises
+    ------
+    ValueError
+        When a point's mirror partner is not among ``names`` (the subset is not symmetric).
+    """
+    full = flip_permutation(skeleton)
+    position = {n: i for i, n in enumerate(names)}
+    out = []
+    for name in names:
+        partner = skeleton.point_names[full[skeleton.index(name)]]
+        if partner not in position:
+            raise ValueError(f"point {name!r} has its mirror {partner!r} outside the subset; a mirror needs both")
+        out.append(position[partner])
+    return np.asarray(out, dtype=np.int64)
+
+
 def horizontal_flip(clip: np.ndarray, permutation: np.ndarray, *, axis_x: float = 0.5,
                     missing: MissingConvention = "nan", presence_channel: int | None = 3) -> np.ndarray:
     """Mirror ``x`` about ``axis_x`` (0.5: the image centre in normalized coordinates) and swap sides.
@@ -221,6 +240,28 @@ def drop_points(clip: np.ndarray, rate: float, rng: np.random.Generator, *, miss
     return mark_missing(clip, where, missing, presence_channel)
 
 
+def drop_part_segments(clip: np.ndarray, parts: Sequence[Sequence[int]], prob: float, max_fraction: float,
+                       rng: np.random.Generator, *, missing: MissingConvention = "nan",
+                       presence_channel: int | None = 3) -> np.ndarray:
+    """Make each part (e.g. a hand) missing over one random run of frames, with probability ``prob`` per part.
+
+    The run starts at a uniform frame and lasts 1 to ``max_fraction`` of the clip (at least one
+    frame): the model learns to recognise a sign while a hand is briefly lost, as the pose
+    estimator often loses it.
+    """
+    out = clip
+    frames = clip.shape[0]
+    for part in parts:
+        if rng.random() >= prob:
+            continue
+        length = int(rng.integers(1, max(1, int(round(max_fraction * frames))) + 1))
+        start = int(rng.integers(0, max(1, frames - length + 1)))
+        where = np.zeros(clip.shape[:2], dtype=bool)
+        where[start:start + length, list(part)] = True
+        out = mark_missing(out, where & ~missing_points(out, missing, presence_channel), missing, presence_channel)
+    return out
+
+
 def _skeleton_defaults(skeleton: Skeleton) -> dict[str, tuple[int, ...]]:
     """``flip_index`` and ``center_indices`` (the shoulders) for ``skeleton``."""
     return {
@@ -244,7 +285,7 @@ class PoseAugment:
     """Random pose augmentation of one clip; ``__call__(clip, rng)`` is deterministic given ``rng``.
 
     Order: flip, affine (rotation, shear, scale, translation), speed change, frame drop, point
-    drop. Each ``*_prob`` is the probability of applying that transform to a clip.
+    drop, part drop. Each ``*_prob`` is the probability of applying that transform to a clip.
 
     Attributes
     ----------
@@ -270,6 +311,10 @@ class PoseAugment:
         Probability of removing each frame (0: off).
     point_drop_rate
         Probability of making each present point of each frame missing (0: off).
+    part_drop_prob, part_drop_max_fraction, drop_parts
+        With probability ``part_drop_prob`` per group of ``drop_parts`` (e.g. each hand's point
+        indices), make that group missing over a random run of up to ``part_drop_max_fraction``
+        of the frames (:func:`drop_part_segments`; 0: off).
     min_frames
         Fewest frames a speed change or frame drop may leave (never more than the clip had).
     center_indices
@@ -295,6 +340,9 @@ class PoseAugment:
     interpolation: Interpolation = "linear"
     frame_drop_rate: float = 0.0
     point_drop_rate: float = 0.0
+    part_drop_prob: float = 0.0
+    part_drop_max_fraction: float = 0.5
+    drop_parts: tuple[tuple[int, ...], ...] = ()
     min_frames: int = 4
     center_indices: tuple[int, ...] = ()
     missing: MissingConvention = "nan"
@@ -302,7 +350,7 @@ class PoseAugment:
 
     def __post_init__(self) -> None:
         for name in ("flip_prob", "rotation_prob", "shear_prob", "scale_prob", "translate_prob", "speed_prob",
-                     "frame_drop_rate", "point_drop_rate"):
+                     "frame_drop_rate", "point_drop_rate", "part_drop_prob", "part_drop_max_fraction"):
             _check_probability(name, getattr(self, name))
         for name in ("max_rotation_deg", "max_shear", "max_translate"):
             if getattr(self, name) < 0:
@@ -310,6 +358,9 @@ class PoseAugment:
         object.__setattr__(self, "scale_range", tuple(self.scale_range))
         object.__setattr__(self, "speed_range", tuple(self.speed_range))
         object.__setattr__(self, "center_indices", tuple(int(i) for i in self.center_indices))
+        object.__setattr__(self, "drop_parts", tuple(tuple(int(i) for i in p) for p in self.drop_parts))
+        if self.part_drop_prob > 0 and not self.drop_parts:
+            raise ValueError("part_drop_prob > 0 needs drop_parts (the point indices of each part, e.g. the hands)")
         _check_range("scale_range", self.scale_range, 0.0)
         _check_range("speed_range", self.speed_range, 1e-6)
         if self.scale_range[0] <= 0:
@@ -375,6 +426,8 @@ class PoseAugment:
             out = drop_frames(out, self.frame_drop_rate, rng, min_frames=self.min_frames)
         if self.point_drop_rate > 0:
             out = drop_points(out, self.point_drop_rate, rng, **conv)
+        if self.part_drop_prob > 0:
+            out = drop_part_segments(out, self.drop_parts, self.part_drop_prob, self.part_drop_max_fraction, rng, **conv)
         return out.astype(clip.dtype, copy=False)
 
     def _random_affine(self, clip: np.ndarray, rng: np.random.Generator, aspect_ratio: float) -> np.ndarray:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from sldata.pose.store import load_packed
 from sltrain.augment import PoseAugment
-from sltrain.inputs import InputSpec, clip_features, pad_batch
+from sltrain.inputs import InputSpec, canonical_points, input_features, pad_batch, select_input_points
 
 
 @dataclass(frozen=True)
@@ -119,14 +119,19 @@ class PoseClips(SplitTable):
 
     def features(self, row: int, augment: PoseAugment | None = None, rng: np.random.Generator | None = None,
                  cache: bool = False) -> np.ndarray:
-        """Model input ``[T', P, C]`` of one row; augmented and randomly sampled when ``rng`` is given."""
+        """Model input ``[T', P, C]`` of one row; augmented and randomly sampled when ``rng`` is given.
+
+        ``augment`` works on the points of the spec's layout (:attr:`InputSpec.layout`; see
+        :func:`sltrain.train.augmenter_for`), which are cut from the clip and made canonical
+        (:func:`sltrain.inputs.canonical_points`) first, so an augmenting mirror stays mirrored.
+        """
         if cache and rng is None and row in self._cache:
             return self._cache[row]
-        kp = self.raw(row)
         width, height = self._size[row]
+        kp = canonical_points(select_input_points(self.raw(row), self.spec), width, height, self.spec)
         if augment is not None and rng is not None:
             kp = augment(kp, rng, aspect_ratio=width / height)
-        feats = clip_features(kp, width, height, self.spec, rng)
+        feats = input_features(kp, width, height, self.spec, rng)
         if cache and rng is None:
             self._cache[row] = feats
         return feats

@@ -63,11 +63,13 @@ from sldata.pose.skeleton import Skeleton
 from sltrain import __version__
 from sltrain.checkpoint import FORMAT, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from sltrain.inputs import InputSpec, clip_features, pad_batch, point_preset
+from sltrain.models.factory import ENSEMBLE
+from sltrain.models.factory import POSE_MODELS as FACTORY_POSE_MODELS
 from sltrain.predict import EXPORT_FORMAT, F32_CONFIG, RT_INFO_SECTION
 
 ONNX_OPSET = 17
 INPUT_NAMES: tuple[str, str] = ("pose", "mask")
-POSE_MODELS: tuple[str, ...] = ("pose_transformer", "stgcn")
+POSE_MODELS: tuple[str, ...] = (*FACTORY_POSE_MODELS, ENSEMBLE)
 """Models whose only input is ``pose`` (+ ``mask``); the others read RGB or pose-flow inputs."""
 DEFAULT_TOLERANCE: dict[str, float] = {"f32": 1e-4, "f16": 1e-2}
 INT8_MIN_TOP1_AGREEMENT = 0.9

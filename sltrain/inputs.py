@@ -15,6 +15,17 @@ evaluation, export and ``predict`` turn keypoints into model input the same way:
 4. the clip is brought to at most ``num_frames`` frames by uniform temporal sampling
    (:func:`temporal_indices`; random jitter within each segment while training, segment
    centres otherwise); shorter clips are padded and masked.
+
+Only the points the model reads (plus the shoulders the normalization needs, the eyes pose flow
+needs and the wrists ``canonical_hand`` needs: :attr:`InputSpec.layout`) are cut from the
+skeleton before any of this (:func:`select_input_points`); every step is per point or uses only
+those points, so the result is the same as computing on the whole skeleton, at a fraction of
+the cost (the face mesh is most of the skeleton).
+
+With ``canonical_hand``, a clip whose left wrist travels further than its right wrist is
+mirrored (:func:`dominant_hand_mirror`) before step 1, so the dominant hand of left- and
+right-handed signers lands in the same slot; mirroring is a left/right swap of the points and
+``x -> 1 - x``, exactly what a mirrored video would give.
 """
 
 from __future__ import annotations
@@ -28,7 +39,9 @@ from typing import Any
 import numpy as np
 
 from sldata.pose.features import FeatureSettings, build_features, feature_channels
-from sldata.pose.skeleton import Skeleton
+from sldata.pose.flow import pixel_xy
+from sldata.pose.skeleton import PointSubset, Skeleton
+from sltrain.augment import horizontal_flip, subset_flip_permutation
 
 UPPER_BODY: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear", "mouth_left", "mouth_right",
@@ -69,6 +82,10 @@ class InputSpec:
         :class:`FeatureSettings` as a dict.
     num_frames
         Longest clip the model sees; longer clips are sampled uniformly down to it.
+    hand_local
+        Append each hand point's position relative to its wrist, in hand sizes.
+    canonical_hand
+        Mirror clips whose left wrist moves more than the right (:func:`dominant_hand_mirror`).
     """
 
     skeleton: dict[str, Any]
@@ -76,6 +93,7 @@ class InputSpec:
     features: dict[str, bool] = field(default_factory=lambda: asdict(FeatureSettings()))
     num_frames: int = 64
     hand_local: bool = False
+    canonical_hand: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "points", tuple(self.points))
@@ -96,6 +114,25 @@ class InputSpec:
         return FeatureSettings.from_dict(self.features)
 
     @cached_property
+    def layout(self) -> PointSubset:
+        """The points cut from the skeleton: :attr:`points` first, then those only the computation needs."""
+        needed = list(self.points)
+        extra = []
+        if self.feature_settings.normalize or self.feature_settings.pose_flow:
+            extra += ["body.left_shoulder", "body.right_shoulder"]
+        if self.feature_settings.pose_flow:
+            extra += ["body.left_eye", "body.right_eye"]
+        if self.canonical_hand:
+            extra += ["body.left_wrist", "body.right_wrist"]
+        needed += [p for p in dict.fromkeys(extra) if p not in needed]
+        return PointSubset(self.skeleton_obj, tuple(needed))
+
+    @cached_property
+    def layout_flip(self) -> np.ndarray:
+        """:func:`sltrain.augment.flip_permutation` on :attr:`layout` (its points must be left/right symmetric)."""
+        return subset_flip_permutation(self.skeleton_obj, self.layout.names)
+
+    @cached_property
     def point_indices(self) -> np.ndarray:
         names = self.skeleton_obj.point_names
         return np.array([names.index(p) for p in self.points], dtype=np.int64)
@@ -114,7 +151,7 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"skeleton": dict(self.skeleton), "points": list(self.points), "features": dict(self.features),
-                "num_frames": self.num_frames, "hand_local": self.hand_local}
+                "num_frames": self.num_frames, "hand_local": self.hand_local, "canonical_hand": self.canonical_hand}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -122,7 +159,8 @@ class InputSpec:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
         return cls(skeleton=dict(d["skeleton"]), points=tuple(d["points"]), features=dict(d["features"]),
-                   num_frames=int(d["num_frames"]), hand_local=bool(d.get("hand_local", False)))
+                   num_frames=int(d["num_frames"]), hand_local=bool(d.get("hand_local", False)),
+                   canonical_hand=bool(d.get("canonical_hand", False)))
 
 
 def temporal_indices(length: int, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
@@ -145,24 +183,70 @@ def temporal_indices(length: int, num_frames: int, rng: np.random.Generator | No
 def clip_features(keypoints: np.ndarray, width: float, height: float, spec: InputSpec,
                   rng: np.random.Generator | None = None) -> np.ndarray:
     """Model input ``[T', P, C]`` (``T' <= num_frames``) of one clip's raw keypoints ``[T, P_all, 4]``."""
-    feats = build_features(np.asarray(keypoints, dtype=np.float32), width, height, spec.skeleton_obj,
-                           spec.feature_settings)
+    points = canonical_points(select_input_points(keypoints, spec), width, height, spec)
+    return input_features(points, width, height, spec, rng)
+
+
+def select_input_points(keypoints: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """The points of :attr:`InputSpec.layout` from raw keypoints ``[T, P_all, 4]``, float32 ``[T, P_layout, 4]``."""
+    kp = np.asarray(keypoints)
+    if kp.ndim != 3 or kp.shape[1] != spec.skeleton_obj.num_points or kp.shape[2] != 4:
+        raise ValueError(f"keypoints must have shape [frames, {spec.skeleton_obj.num_points}, 4] for this skeleton "
+                         f"(face={spec.skeleton_obj.face!r}), got {list(kp.shape)}")
+    return np.ascontiguousarray(kp[:, spec.layout.source_indices], dtype=np.float32)
+
+
+def canonical_points(points: np.ndarray, width: float, height: float, spec: InputSpec) -> np.ndarray:
+    """``points`` (cut to :attr:`InputSpec.layout`) mirrored when ``canonical_hand`` and the left hand dominates."""
+    if spec.canonical_hand and dominant_hand_mirror(points, width, height, spec.layout):
+        return horizontal_flip(points, spec.layout_flip)
+    return points
+
+
+def input_features(points: np.ndarray, width: float, height: float, spec: InputSpec,
+                   rng: np.random.Generator | None = None) -> np.ndarray:
+    """Model input ``[T', P, C]`` of keypoints cut to :attr:`InputSpec.layout` and made canonical
+    (:func:`canonical_points`; training augments them in between)."""
+    kp = np.asarray(points, dtype=np.float32)
+    feats = build_features(kp, width, height, spec.layout, spec.feature_settings)
     if spec.hand_local:
-        feats = np.concatenate([feats, hand_local_coordinates(feats, spec.skeleton_obj)], axis=-1)
-    feats = feats[:, spec.point_indices]
+        feats = np.concatenate([feats, hand_local_coordinates(feats, spec.layout)], axis=-1)
+    feats = feats[:, : spec.num_points]
     return np.ascontiguousarray(feats[temporal_indices(len(feats), spec.num_frames, rng)])
 
 
-def hand_local_coordinates(feats: np.ndarray, skeleton: Skeleton) -> np.ndarray:
-    """``[T, P_all, 2]``: each hand point's x, y minus its wrist's, over the hand's size in that frame.
+def dominant_hand_mirror(keypoints: np.ndarray, width: float, height: float,
+                         layout: Skeleton | PointSubset) -> bool:
+    """Whether a clip should be mirrored to put its dominant hand on the right: True when the left wrist
+    travels further than the right one.
+
+    The distance is the sum of the wrist's frame-to-frame displacements in pixels over pairs of
+    consecutive frames where it was detected (the body model's wrists: found in almost every
+    frame, unlike the hands). The signing hand moves; the other one rests or mirrors it. A tie
+    (e.g. no wrist detected) keeps the clip as it is.
+    """
+    travelled = []
+    for side in ("left", "right"):
+        xy = pixel_xy(keypoints[:, layout.index(f"body.{side}_wrist")][:, None], width, height)[:, 0]
+        step = np.linalg.norm(np.diff(xy, axis=0), axis=-1)
+        travelled.append(float(step[np.isfinite(step)].sum()))
+    return travelled[0] > travelled[1]
+
+
+def hand_local_coordinates(feats: np.ndarray, skeleton: Skeleton | PointSubset) -> np.ndarray:
+    """``[T, P, 2]``: each hand point's x, y minus its wrist's, over the hand's size in that frame.
 
     ``feats`` is :func:`sldata.pose.features.build_features` output (x, y first, ``present``
-    last). Body and face points, and frames where the hand or its size is missing, get 0.
+    last) in the layout ``skeleton``. Body and face points, hands the layout lacks, and frames
+    where the hand or its size is missing, get 0.
     """
     out = np.zeros((*feats.shape[:2], 2), dtype=np.float32)
     present = feats[..., -1] > 0
     for part in ("left_hand", "right_hand"):
-        sl = skeleton.part_slice(part)
+        try:
+            sl = skeleton.part_slice(part)
+        except KeyError:
+            continue
         xy = feats[:, sl, :2]
         wrist = xy[:, :1]
         size = np.linalg.norm(xy[:, 9] - xy[:, 0], axis=-1)  # wrist to middle-finger knuckle

@@ -72,14 +72,17 @@ class FeatureConfig:
     pose_flow: bool = False
     fill_missing: bool = True
     hand_local: bool = False
+    interpolate_max_gap: int = 0
+    canonical_hand: bool = False
 
     def input_spec(self, skeleton: Mapping[str, Any]) -> InputSpec:
         from sldata.pose.skeleton import Skeleton
 
         sk = Skeleton.from_dict(dict(skeleton))
-        feats = {k: getattr(self, k) for k in ("normalize", "velocity", "acceleration", "pose_flow", "fill_missing")}
+        feats = {k: getattr(self, k) for k in ("normalize", "velocity", "acceleration", "pose_flow", "fill_missing",
+                                               "interpolate_max_gap")}
         return InputSpec(skeleton=sk.to_dict(), points=point_preset(self.points, sk), features=feats,
-                         num_frames=self.num_frames, hand_local=self.hand_local)
+                         num_frames=self.num_frames, hand_local=self.hand_local, canonical_hand=self.canonical_hand)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,29 @@ class TrainConfig:
     load_weights: str = ""
     augment: dict[str, Any] = field(default_factory=dict)
     heads: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gloss": {"column": "label", "weight": 1.0}})
+    mixup_alpha: float = 0.0
+    mixup_prob: float = 0.0
+    ensemble: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ensemble_weights: str = "equal"
+
+    def __post_init__(self) -> None:
+        if self.ensemble_weights not in ENSEMBLE_WEIGHTS:
+            raise ValueError(f"ensemble_weights must be one of {ENSEMBLE_WEIGHTS}, got {self.ensemble_weights!r}")
+
+    def member(self, name: str) -> TrainConfig:
+        """The config of ensemble member ``name``: this one with the member's model, seed and mirror rate."""
+        m = self.ensemble[name]
+        return dataclasses.replace(self, model=m["model"], model_config=dict(m["model_config"]), seed=int(m["seed"]),
+                                   augment={**self.augment, "flip_prob": float(m["flip_prob"])}, ensemble={})
+
+    @property
+    def flip_tta(self) -> bool:
+        """A model trained on mirrored clips averages each clip with its mirror image when scoring."""
+        return float(self.augment.get("flip_prob", 0.0)) > 0.0
+
+    def model_build_config(self) -> dict[str, Any]:
+        """``model_config`` plus ``flip_tta`` (see :attr:`flip_tta`) for :func:`build_pose_model`."""
+        return {**self.model_config, "flip_tta": True} if self.flip_tta else dict(self.model_config)
 
     @classmethod
     def from_params(cls, train: Mapping[str, Any], models: Mapping[str, Any], section: str = "train") -> TrainConfig:
@@ -123,7 +149,25 @@ class TrainConfig:
             gloss = data["heads"].get("gloss")
             if gloss is None or gloss.get("column") != "label":
                 raise ValueError(f"{section}.heads needs a 'gloss' head with column 'label', got {data['heads']}")
+        if data.get("ensemble"):
+            members = {}
+            for member, entry in dict(data["ensemble"]).items():
+                entry = dict(entry)
+                unknown = sorted(set(entry) - {"model", "seed", "flip_prob"})
+                if unknown or {"model", "seed", "flip_prob"} - set(entry):
+                    raise ValueError(f"{section}.ensemble.{member} needs exactly model, seed and flip_prob; got "
+                                     f"{sorted(entry)}")
+                if entry["model"] not in models:
+                    raise ValueError(f"{section}.ensemble.{member}.model is {entry['model']!r} but params has no "
+                                     f"models.{entry['model']} section (models: {sorted(models)})")
+                members[str(member)] = {**entry, "model_config": model_config_from_params(entry["model"],
+                                                                                          models[entry["model"]])}
+            data["ensemble"] = members
         return settings_from_dict(cls, data, section)
+
+
+ENSEMBLE_WEIGHTS: tuple[str, ...] = ("equal", "val")
+"""``train.ensemble_weights``: equal mixture weights, or weights fitted on the val predictions."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -142,12 +186,53 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 def _augmenter(cfg: TrainConfig, spec: InputSpec) -> PoseAugment:
-    data = dict(cfg.augment)
+    return augmenter_for(cfg.augment, spec)
+
+
+def augmenter_for(augment: Mapping[str, Any], spec: InputSpec) -> PoseAugment:
+    """The ``augment`` params as a :class:`PoseAugment` on the points of ``spec.layout``.
+
+    The mirror permutation and the centre (the shoulders) are those of the layout's points, which
+    :class:`sltrain.data.PoseClips` cuts from each clip before augmenting it.
+    """
+    data = dict(augment)
     for key in ("scale", "speed"):  # params spell ranges as two numbers (DVC cannot template lists)
         if f"{key}_min" in data:
             data[f"{key}_range"] = (data.pop(f"{key}_min"), data.pop(f"{key}_max"))
     data["missing"] = "nan"  # raw keypoints: a missing point is NaN, its confidence 0
-    return PoseAugment.from_dict(data, skeleton=spec.skeleton_obj)
+    layout = spec.layout
+    if "hand_drop_prob" in data:  # params name the parts this drops: the hands
+        data["part_drop_prob"] = data.pop("hand_drop_prob")
+        data["part_drop_max_fraction"] = data.pop("hand_drop_max_fraction", 0.5)
+        hands = []
+        for part in ("left_hand", "right_hand"):
+            try:
+                sl = layout.part_slice(part)
+            except KeyError:
+                continue
+            hands.append(tuple(range(sl.start, sl.stop)))
+        data["drop_parts"] = tuple(hands)
+    center = tuple(layout.index(p) for p in ("body.left_shoulder", "body.right_shoulder") if p in layout.names)
+    flip = tuple(int(i) for i in spec.layout_flip) if data.get("flip_prob", 0.0) > 0 else None
+    return PoseAugment.from_dict({"flip_index": flip, "center_indices": center, **data})
+
+
+def mixup_plan(cfg: TrainConfig, rng: np.random.Generator, size: int) -> tuple[float, np.ndarray] | None:
+    """Whether this batch is mixed (``mixup_prob``) and how: ``(lambda ~ Beta(alpha, alpha), partner of each row)``."""
+    if cfg.mixup_alpha <= 0 or cfg.mixup_prob <= 0 or size < 2 or rng.random() >= cfg.mixup_prob:
+        return None
+    return float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha)), rng.permutation(size)
+
+
+def mix_inputs(inputs: Mapping[str, np.ndarray], lam: float, partner: np.ndarray) -> dict[str, np.ndarray]:
+    """Mixup of a batch: float inputs blended ``lam * x + (1 - lam) * x[partner]``, masks joined (OR)."""
+    out = {}
+    for name, value in inputs.items():
+        if value.dtype == bool:
+            out[name] = value | value[partner]
+        else:
+            out[name] = (lam * value + (1.0 - lam) * value[partner]).astype(value.dtype, copy=False)
+    return out
 
 
 def to_device(inputs: Mapping[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
@@ -223,11 +308,26 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
     _, _, meta = load_packed(packed_dir)
     spec = features.input_spec(meta["skeleton"])
     clips = PoseClips(packed_dir, ("train", "val"), spec)
-    return fit(clips, _augmenter(cfg, spec),
-               lambda heads: build_pose_model(cfg.model, dict(cfg.model_config), spec, heads),
-               spec.to_dict(), f"input {spec.num_frames} frames x {spec.num_points} points x {spec.num_channels} channels",
-               {"train": dataclasses.asdict(cfg), "features": dataclasses.asdict(features)}, label_map_path, out_dir,
-               work_dir, cfg, params, progress, max_epochs_this_run, samples_path, source=packed_dir)
+    description = f"input {spec.num_frames} frames x {spec.num_points} points x {spec.num_channels} channels"
+
+    def fit_one(one: TrainConfig, out: str | os.PathLike[str], work: str | os.PathLike[str]) -> dict[str, Any]:
+        return fit(clips, augmenter_for(one.augment, spec),
+                   lambda heads: build_pose_model(one.model, one.model_build_config(), spec, heads),
+                   spec.to_dict(), description,
+                   {"train": dataclasses.asdict(one), "features": dataclasses.asdict(features)}, label_map_path, out,
+                   work, one, params, progress, max_epochs_this_run, samples_path, source=packed_dir,
+                   model_config=one.model_build_config())
+
+    if not cfg.ensemble:
+        return fit_one(cfg, out_dir, work_dir)
+    member_metrics = {}
+    for name in cfg.ensemble:
+        log.info("ensemble member %s (%d of %d)", name, len(member_metrics) + 1, len(cfg.ensemble))
+        member_metrics[name] = fit_one(cfg.member(name), Path(work_dir) / name / "out", Path(work_dir) / name)
+        if not member_metrics[name].get("finished", True) and max_epochs_this_run is not None:
+            return member_metrics[name]  # a test's simulated kill: the next run resumes this member
+    return assemble_ensemble(clips, {name: Path(work_dir) / name / "out" for name in cfg.ensemble}, member_metrics,
+                             cfg, out_dir, params)
 
 
 @dataclass(frozen=True)
@@ -338,7 +438,8 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
         input_spec: dict[str, Any], input_description: str, config_record: dict[str, Any],
         label_map_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str],
         cfg: TrainConfig, params: Mapping[str, Any] | None, progress: bool, max_epochs_this_run: int | None,
-        samples_path: str | os.PathLike[str] | None, source: str | os.PathLike[str] = "") -> dict[str, Any]:
+        samples_path: str | os.PathLike[str] | None, source: str | os.PathLike[str] = "",
+        model_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The training loop (see the module docs); returns the metrics written to ``out_dir/metrics.json``.
 
     Parameters
@@ -355,6 +456,9 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
         One line for the log.
     config_record
         Everything that shapes the run; a ``last.pt`` made with another record is not resumed.
+    model_config
+        The model description's ``config`` stored in checkpoints (default ``cfg.model_config``;
+        pose models add ``flip_tta``, see :meth:`TrainConfig.model_build_config`).
     """
     from tqdm import tqdm
 
@@ -424,7 +528,8 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
              ", ".join(f"{k} ({v['num_classes']} classes, weight {v['weight']})" for k, v in heads.items()))
 
     def payload(epoch: int, with_state: bool) -> dict[str, Any]:
-        description: dict[str, Any] = {"name": cfg.model, "config": dict(cfg.model_config), "heads": heads}
+        description: dict[str, Any] = {"name": cfg.model, "heads": heads,
+                                       "config": dict(cfg.model_config if model_config is None else model_config)}
         if targets.extra:
             description["head_targets"] = targets.record()
         p: dict[str, Any] = {
@@ -461,9 +566,18 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
             rows, share = dist.local_rows(batch_rows, ctx)  # all of them in one process
             rngs = [np.random.default_rng([cfg.seed, epoch, int(r)]) for r in rows]
             b = clips.batch(rows, augment, rngs)
-            logits = net(to_device(b.inputs, device))
             batch_targets = {name: torch.from_numpy(t).to(device) for name, t in targets.targets(rows).items()}
-            loss, _ = multi_head_loss(logits, batch_targets, heads, label_smoothing=cfg.label_smoothing)
+            mix = mixup_plan(cfg, np.random.default_rng([cfg.seed, epoch, start, 1]), len(rows))
+            if mix is None:
+                logits = net(to_device(b.inputs, device))
+                loss, _ = multi_head_loss(logits, batch_targets, heads, label_smoothing=cfg.label_smoothing)
+            else:
+                lam, partner = mix
+                logits = net(to_device(mix_inputs(b.inputs, lam, partner), device))
+                loss_a, _ = multi_head_loss(logits, batch_targets, heads, label_smoothing=cfg.label_smoothing)
+                loss_b, _ = multi_head_loss(logits, {k: v[partner] for k, v in batch_targets.items()}, heads,
+                                            label_smoothing=cfg.label_smoothing)
+                loss = lam * loss_a + (1.0 - lam) * loss_b
             opt.zero_grad(set_to_none=True)
             (loss * share).backward()  # share: this process's part of the global batch mean (1 in one process)
             if cfg.grad_clip > 0:
@@ -512,6 +626,83 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
         write_json(out / "metrics.json", metrics)
     dist.barrier(ctx)
     dist.shutdown(ctx)
+    return metrics
+
+
+def assemble_ensemble(clips: PoseClips, member_dirs: Mapping[str, Path], member_metrics: Mapping[str, Mapping[str, Any]],
+                      cfg: TrainConfig, out_dir: str | os.PathLike[str],
+                      params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Mix trained members into one :class:`~sltrain.models.ensemble.EnsembleClassifier` checkpoint.
+
+    Each member's ``model.pt`` (its best epoch on val) is scored on the val clips; the mixture
+    weights are equal or fitted on those val predictions (``ensemble_weights``); the ensemble's
+    ``model.pt``, ``metrics.json`` (the mixture's val scores, each member's metrics and the
+    weights), ``history.csv`` (per epoch, the mean over the members that trained that epoch) and
+    ``curves.png`` (every member's curves) go to ``out_dir``.
+    """
+    from sltrain.checkpoint import model_from_checkpoint
+    from sltrain.models.ensemble import EnsembleClassifier, fit_weights, log_softmax_np, mixture_log_probs
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    val_rows = clips.rows_of("val")
+    labels = clips.labels[val_rows]
+    checkpoints, models, log_probs = {}, [], []
+    for name, folder in member_dirs.items():
+        ckpt = load_checkpoint(folder / "model.pt")
+        model, _, _ = model_from_checkpoint(ckpt)
+        checkpoints[name] = ckpt
+        models.append(model.to(device))
+        logits, _ = evaluate_rows(model, clips, val_rows, 2 * cfg.batch_size, device)
+        log_probs.append(log_softmax_np(logits))
+    weights = fit_weights(log_probs, labels) if cfg.ensemble_weights == "val" else [1.0 / len(models)] * len(models)
+    mixture = mixture_log_probs(log_probs, weights)
+    ensemble = EnsembleClassifier(models, weights)
+    first = next(iter(checkpoints.values()))
+    heads = first["model"]["heads"]
+    description = {"name": "ensemble", "heads": heads,
+                   "config": {"members": [{"name": c["model"]["name"], "config": c["model"]["config"]}
+                                          for c in checkpoints.values()], "weights": list(weights)}}
+    save_checkpoint(out / "model.pt", {
+        "format": FORMAT, "model": description,
+        "model_state": {k: v.detach().cpu() for k, v in ensemble.state_dict().items()},
+        "input_spec": first["input_spec"], "label_map": first["label_map"],
+        "params": _params_payload(params or {"train": dataclasses.asdict(cfg)}),
+        "epoch": max(int(c["epoch"]) for c in checkpoints.values()),
+        "members": {name: {"epoch": int(c["epoch"]), "val_top1": member_metrics[name]["val_per_instance_top1"]}
+                    for name, c in checkpoints.items()},
+    })
+    histories = {name: pd.read_csv(folder / "history.csv") for name, folder in member_dirs.items()}
+    mean_history = pd.concat(histories.values()).groupby("epoch", as_index=False).mean(numeric_only=True)
+    with atomic_path(out / "history.csv") as tmp:
+        mean_history.to_csv(tmp, index=False)
+    wide = []
+    for epoch in sorted(mean_history["epoch"]):
+        row: dict[str, Any] = {"epoch": int(epoch)}
+        for name, h in histories.items():
+            at = h[h["epoch"] == epoch]
+            for key in ("train_loss", "val_loss", "val_top1"):
+                row[f"{name} {key}"] = float(at[key].iloc[0]) if len(at) else None
+        wide.append(row)
+    from sltrain.plots import plot_training_curves
+
+    plot_training_curves(wide, out / "curves.png")
+    metrics = {"model": "ensemble", "val_per_instance_top1": top_k(mixture, labels, 1),
+               "val_per_instance_top5": top_k(mixture, labels, 5),
+               "val_loss": float(-mixture[np.arange(len(labels)), labels].mean()),
+               "weights": {name: float(w) for name, w in zip(member_dirs, weights)},
+               "ensemble_weights": cfg.ensemble_weights,
+               "members": {name: dict(m) for name, m in member_metrics.items()},
+               "train_time_s": round(sum(float(m.get("train_time_s", 0.0)) for m in member_metrics.values()), 1),
+               "train_clips": int(len(clips.rows_of("train"))), "val_clips": int(len(val_rows)),
+               "device": str(device),
+               "finished": all(bool(m.get("finished", True)) for m in member_metrics.values())}
+    write_json(out / "metrics.json", metrics)
+    log.info("ensemble of %d: val top-1 %.3f, top-5 %.3f (members: %s; weights %s)", len(models),
+             metrics["val_per_instance_top1"], metrics["val_per_instance_top5"],
+             ", ".join(f"{n} {m['val_per_instance_top1']:.3f}" for n, m in member_metrics.items()),
+             ", ".join(f"{w:.2f}" for w in weights))
     return metrics
 
 

@@ -287,11 +287,11 @@ def test_load_pretrained_skips_mismatched_heads(tmp_path: Path) -> None:
 def test_build_model_by_name_and_clear_errors() -> None:
     skeleton = Skeleton(face="none")
     graph = skeleton_graph(skeleton)
-    assert MODEL_NAMES == ("pose_transformer", "stgcn", "vtn", "rgb_s3d")
+    assert MODEL_NAMES == ("pose_transformer", "pose_conformer", "stgcn", "vtn", "rgb_s3d")
     model = build_model("stgcn", {"point_indices": list(graph.point_indices), "channels": [8], "strides": [1]},
                         num_points=skeleton.num_points, in_channels=3, heads=HEADS, edges=graph.input_edges())
     assert isinstance(model, STGCN)
-    with pytest.raises(ValueError, match="valid models: pose_transformer, stgcn, vtn, rgb_s3d"):
+    with pytest.raises(ValueError, match="valid models: pose_transformer, pose_conformer, stgcn, vtn, rgb_s3d"):
         build_model("resnet", {}, num_points=5, in_channels=3, heads=HEADS)
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['dmodel'\]; valid keys: d_model"):
         build_model("pose_transformer", {"dmodel": 8}, num_points=5, in_channels=3, heads=HEADS)

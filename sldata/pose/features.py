@@ -17,7 +17,9 @@ channels                    what                                                
                             with ``fill_missing``), else 0
 ==========================  =======================================================  ==========
 
-With ``fill_missing`` the keypoints first go through :func:`sldata.pose.flow.fill_missing`.
+With ``interpolate_max_gap`` > 0, short gaps of a point are first interpolated linearly
+(:func:`sldata.pose.flow.interpolate_gaps`); with ``fill_missing`` the keypoints then go through
+:func:`sldata.pose.flow.fill_missing`.
 Whatever is still NaN afterwards (points never detected, differences involving them) becomes 0,
 and ``present`` tells the model which zeros mean "missing".
 """
@@ -30,20 +32,21 @@ from typing import Any
 
 import numpy as np
 
-from sldata.pose.flow import check_frame_size, check_keypoints, fill_missing, nearest_valid_index, pixel_xy, pose_flow
-from sldata.pose.skeleton import Skeleton, present
+from sldata.pose.flow import (check_frame_size, check_keypoints, fill_missing, interpolate_gaps, nearest_valid_index,
+                              pixel_xy, pose_flow)
+from sldata.pose.skeleton import PointSubset, Skeleton, present
 from sldata.settings import settings_from_dict
 
 _XYZ = ("x", "y", "z")
 
 
-def _shoulders_px(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton) -> np.ndarray:
+def _shoulders_px(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton | PointSubset) -> np.ndarray:
     """Left and right shoulders in pixels, float64 ``[T, 2, 2]``."""
     idx = [skeleton.index("body.left_shoulder"), skeleton.index("body.right_shoulder")]
     return pixel_xy(keypoints[:, idx], width, height)
 
 
-def shoulder_width(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton) -> float:
+def shoulder_width(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton | PointSubset) -> float:
     """Clip's shoulder width in pixels: median over frames with both shoulders detected; NaN if none."""
     check_keypoints(keypoints, skeleton)
     sh = _shoulders_px(keypoints, width, height, skeleton)
@@ -52,7 +55,8 @@ def shoulder_width(keypoints: np.ndarray, width: float, height: float, skeleton:
     return float(np.median(widths)) if widths.size else float("nan")
 
 
-def normalize_coordinates(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton) -> np.ndarray:
+def normalize_coordinates(keypoints: np.ndarray, width: float, height: float,
+                          skeleton: Skeleton | PointSubset) -> np.ndarray:
     """Keypoints centred on the shoulder midpoint and scaled by the clip's shoulder width.
 
     In pixel units (aspect-correct): ``x' = (x * width - cx) / s``, ``y' = (y * height - cy) / s``
@@ -133,6 +137,9 @@ class FeatureSettings:
         Add ChaLearn pose flow (angle, magnitude).
     fill_missing
         Fill missing points from the temporally nearest detection first.
+    interpolate_max_gap
+        Before that, interpolate gaps of at most this many frames linearly between the
+        detections on either side (0: none).
     """
 
     normalize: bool = True
@@ -140,11 +147,15 @@ class FeatureSettings:
     acceleration: bool = False
     pose_flow: bool = True
     fill_missing: bool = True
+    interpolate_max_gap: int = 0
 
     def __post_init__(self) -> None:
         for name in ("normalize", "velocity", "acceleration", "pose_flow", "fill_missing"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"feature setting {name} must be true or false, got {getattr(self, name)!r}")
+        gap = self.interpolate_max_gap
+        if isinstance(gap, bool) or not isinstance(gap, int) or gap < 0:
+            raise ValueError(f"feature setting interpolate_max_gap must be an integer >= 0, got {gap!r}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> FeatureSettings:
@@ -164,7 +175,7 @@ def feature_channels(settings: FeatureSettings) -> list[str]:
     return names + ["present"]
 
 
-def build_features(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton,
+def build_features(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton | PointSubset,
                    settings: FeatureSettings) -> np.ndarray:
     """Dense model input ``[T, P, C]`` float32 for one clip; channels as :func:`feature_channels`.
 
@@ -174,7 +185,8 @@ def build_features(keypoints: np.ndarray, width: float, height: float, skeleton:
     width, height
         Frame size in pixels.
     skeleton
-        Layout of ``keypoints``.
+        Layout of ``keypoints``: a whole skeleton or a :class:`PointSubset` of it (which must
+        hold both shoulders to normalize, and both eyes too for pose flow).
     settings
         Which channels to build.
 
@@ -189,7 +201,11 @@ def build_features(keypoints: np.ndarray, width: float, height: float, skeleton:
         :func:`sldata.pose.flow.pose_flow`) or on bad shapes.
     """
     check_keypoints(keypoints, skeleton)
-    kp = fill_missing(keypoints) if settings.fill_missing else np.asarray(keypoints, dtype=np.float32)
+    kp = np.asarray(keypoints, dtype=np.float32)
+    if settings.interpolate_max_gap:
+        kp = interpolate_gaps(kp, settings.interpolate_max_gap)
+    if settings.fill_missing:
+        kp = fill_missing(kp)
     positions = normalize_coordinates(kp, width, height, skeleton) if settings.normalize else kp
     positions = positions[..., :3]
     channels = [positions]

@@ -44,10 +44,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from sldata.pose.skeleton import Skeleton, present
+from sldata.pose.skeleton import PointSubset, Skeleton, present
 
 
-def check_keypoints(keypoints: np.ndarray, skeleton: Skeleton | None = None) -> None:
+def check_keypoints(keypoints: np.ndarray, skeleton: Skeleton | PointSubset | None = None) -> None:
     """Raise ``ValueError`` unless ``keypoints`` is ``[T, P, 4]`` (and ``P`` fits ``skeleton``)."""
     if keypoints.ndim != 3 or keypoints.shape[2] != 4:
         raise ValueError(f"keypoints must have shape [frames, points, 4], got {keypoints.shape}")
@@ -121,7 +121,47 @@ def fill_missing(keypoints: np.ndarray) -> np.ndarray:
     return filled
 
 
-def body_length(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton) -> float:
+def interpolate_gaps(keypoints: np.ndarray, max_gap: int) -> np.ndarray:
+    """Fill each short gap of a point linearly between the detections on either side of it.
+
+    A gap is a run of frames where a point is missing with a detection of that point both before
+    and after it; gaps of at most ``max_gap`` frames get ``x, y, z`` interpolated linearly in time
+    and the smaller of the two confidences. Longer gaps, and missing frames at the start or end
+    of the clip, are left missing (a hand that is down or out of view for a while is absence,
+    not jitter); :func:`fill_missing` can fill them afterwards.
+
+    Parameters
+    ----------
+    keypoints : float array ``[T, P, 4]``
+    max_gap
+        Longest gap (in frames) that is interpolated; 0 changes nothing.
+
+    Returns
+    -------
+    A new float32 array ``[T, P, 4]``; detected points are never changed.
+    """
+    check_keypoints(keypoints)
+    if max_gap < 0:
+        raise ValueError(f"max_gap must be >= 0, got {max_gap}")
+    kp = np.array(keypoints, dtype=np.float32, copy=True)
+    n = kp.shape[0]
+    if max_gap == 0 or n < 3:
+        return kp
+    valid = present(kp)
+    t = np.arange(n)[:, None]
+    before = np.maximum.accumulate(np.where(valid, t, -1), axis=0)
+    after = np.flip(np.minimum.accumulate(np.flip(np.where(valid, t, n), axis=0), axis=0), axis=0)
+    gap = ~valid & (before >= 0) & (after < n) & (after - before - 1 <= max_gap)
+    frames, points = np.nonzero(gap)
+    if frames.size:
+        b, a = before[frames, points], after[frames, points]
+        w = ((frames - b) / (a - b)).astype(np.float32)[:, None]
+        kp[frames, points, :3] = kp[b, points, :3] * (1.0 - w) + kp[a, points, :3] * w
+        kp[frames, points, 3] = np.minimum(kp[b, points, 3], kp[a, points, 3])
+    return kp
+
+
+def body_length(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton | PointSubset) -> float:
     """Clip's body length in pixels: median over frames of |shoulder midpoint - eye midpoint|.
 
     Frames lacking either shoulder or either eye are skipped. Returns NaN when no frame has all
@@ -137,7 +177,7 @@ def body_length(keypoints: np.ndarray, width: float, height: float, skeleton: Sk
     return float(np.median(lengths)) if lengths.size else float("nan")
 
 
-def pose_flow(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton, *,
+def pose_flow(keypoints: np.ndarray, width: float, height: float, skeleton: Skeleton | PointSubset, *,
               fill: bool = True) -> np.ndarray:
     """Pose flow (angle, magnitude) of every point between consecutive frames.
 

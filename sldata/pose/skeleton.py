@@ -172,6 +172,68 @@ class Skeleton:
         return sk
 
 
+@dataclass(frozen=True)
+class PointSubset:
+    """Some points of a :class:`Skeleton` in a given order: the layout of ``keypoints[:, source_indices]``.
+
+    It answers what feature code asks of a skeleton (``num_points``, ``index``,
+    ``part_slice``), so features can be computed on the few points a model reads instead of
+    the whole skeleton (the face mesh alone is most of it).
+
+    Attributes
+    ----------
+    skeleton
+        The full layout the points come from.
+    names
+        Qualified point names (``<part>.<point>``), in the subset's order; a part that is present
+        must be contiguous for :meth:`part_slice`.
+    """
+
+    skeleton: Skeleton
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("point subset names must be unique")
+        for name in self.names:
+            self.skeleton.index(name)  # KeyError naming an unknown point
+
+    @cached_property
+    def source_indices(self) -> np.ndarray:
+        """Indices of the subset's points in the full skeleton."""
+        return np.array([self.skeleton.index(n) for n in self.names], dtype=np.int64)
+
+    @property
+    def num_points(self) -> int:
+        return len(self.names)
+
+    @property
+    def point_names(self) -> tuple[str, ...]:
+        return self.names
+
+    def index(self, qualified: str) -> int:
+        """Position of point ``<part>.<point>`` in the subset."""
+        try:
+            return self._positions[qualified]
+        except KeyError:
+            raise KeyError(f"point subset has no point {qualified!r}") from None
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)}
+
+    def part_slice(self, part: str) -> slice:
+        """Positions of ``part``'s points in the subset, which must hold all of them, contiguous and in order."""
+        wanted = [f"{part}.{p}" for p in self.skeleton.parts.get(part, ())]
+        if not wanted or wanted[0] not in self._positions:
+            raise KeyError(f"point subset has no part {part!r}")
+        start = self._positions[wanted[0]]
+        if list(self.names[start:start + len(wanted)]) != wanted:
+            raise KeyError(f"point subset holds part {part!r} only partly or out of order")
+        return slice(start, start + len(wanted))
+
+
 def present(keypoints: np.ndarray) -> np.ndarray:
     """Boolean ``[frames, points]``: which points were detected."""
     return ~np.isnan(keypoints[..., 0])

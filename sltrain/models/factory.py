@@ -14,7 +14,9 @@ from typing import Any
 from torch import nn
 
 from sltrain.inputs import InputSpec
+from sltrain.models.ensemble import EnsembleClassifier
 from sltrain.models.heads import HeadsConfig
+from sltrain.models.pose_conformer import PoseConformer, input_parts, mirror_in_feature_space
 from sltrain.models.pose_transformer import PoseTransformer
 from sltrain.models.rgb_s3d import RGBS3D
 from sltrain.models.stgcn import STGCN, skeleton_graph
@@ -22,6 +24,7 @@ from sltrain.models.vtn import VTN
 
 MODELS: dict[str, type[nn.Module]] = {
     "pose_transformer": PoseTransformer,
+    "pose_conformer": PoseConformer,
     "stgcn": STGCN,
     "vtn": VTN,
     "rgb_s3d": RGBS3D,
@@ -29,11 +32,23 @@ MODELS: dict[str, type[nn.Module]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 
 
+POSE_MODELS: tuple[str, ...] = ("pose_transformer", "pose_conformer", "stgcn")
+"""Models that read the pose input of an :class:`InputSpec`."""
+DERIVED_KEYS: dict[str, dict[str, str]] = {
+    "pose_conformer": {"parts": "point groups from the input spec"},
+}
+"""Constructor arguments computed from the input spec, never given in a config."""
+EXTRA_KEYS: dict[str, tuple[str, ...]] = {name: ("flip_tta",) for name in POSE_MODELS}
+"""Config keys that are not constructor arguments: ``flip_tta`` (average the input and its mirror in
+eval mode, :meth:`sltrain.models.heads.SignClassifier.set_mirror`)."""
+
+
 def config_keys(name: str) -> tuple[str, ...]:
-    """The ``config`` keys model ``name`` accepts (its keyword-only constructor arguments)."""
+    """The ``config`` keys model ``name`` accepts (its keyword-only constructor arguments and extras)."""
     cls = _model_class(name)
+    derived = DERIVED_KEYS.get(name, {})
     return tuple(p.name for p in inspect.signature(cls.__init__).parameters.values()
-                 if p.kind is inspect.Parameter.KEYWORD_ONLY)
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in derived) + EXTRA_KEYS.get(name, ())
 
 
 def _model_class(name: str) -> type[nn.Module]:
@@ -43,7 +58,8 @@ def _model_class(name: str) -> type[nn.Module]:
 
 
 def build_model(name: str, config: Mapping[str, Any] | None, *, num_points: int, in_channels: int,
-                heads: HeadsConfig, edges: Sequence[tuple[int, int]] | None = None) -> nn.Module:
+                heads: HeadsConfig, edges: Sequence[tuple[int, int]] | None = None,
+                derived: Mapping[str, Any] | None = None) -> nn.Module:
     """Instantiate model ``name``.
 
     Parameters
@@ -61,6 +77,9 @@ def build_model(name: str, config: Mapping[str, Any] | None, *, num_points: int,
     edges
         Graph edges in input point indices; required by ``stgcn`` (e.g.
         ``skeleton_graph(skeleton).input_edges()``, with ``point_indices`` in ``config``).
+    derived
+        Constructor arguments computed from the input spec (:data:`DERIVED_KEYS`, e.g. the
+        ``pose_conformer``'s ``parts`` and ``mirror``; see :func:`build_pose_model`).
 
     Raises
     ------
@@ -69,6 +88,8 @@ def build_model(name: str, config: Mapping[str, Any] | None, *, num_points: int,
     """
     _model_class(name)
     config = dict(config or {})
+    for key in EXTRA_KEYS.get(name, ()):
+        config.pop(key, None)
     allowed = config_keys(name)
     unknown = sorted(set(config) - set(allowed))
     if unknown:
@@ -79,6 +100,8 @@ def build_model(name: str, config: Mapping[str, Any] | None, *, num_points: int,
         return RGBS3D(heads, **config)
     if name == "vtn":
         return VTN(num_points, in_channels, heads, **config)
+    if name == "pose_conformer":
+        return PoseConformer(num_points, in_channels, heads, **config, **dict(derived or {}))
     return PoseTransformer(num_points, in_channels, heads, **config)
 
 
@@ -86,13 +109,49 @@ def build_pose_model(name: str, config: Mapping[str, Any] | None, spec: InputSpe
     """:func:`build_model` for inputs prepared by ``spec`` (``[B, T, spec.num_points, spec.num_channels]``).
 
     ``stgcn``'s graph is :func:`skeleton_graph` on the spec's points (skeleton edges and each
-    hand's wrist linked to the body's wrist), in the spec's point order.
+    hand's wrist linked to the body's wrist), in the spec's point order. ``pose_conformer``'s
+    part groups are the spec's points grouped by part. With ``flip_tta: true`` in ``config``,
+    the model averages each input with its mirror image in eval mode, the mirror computed from
+    the spec's points and channels (:func:`mirror_in_feature_space`).
     """
+    if name == ENSEMBLE:
+        return build_ensemble(dict(config or {}), spec, heads)
     edges = None
+    derived: dict[str, Any] = {}
     if name == "stgcn":
         edges = skeleton_graph(spec.skeleton_obj, list(spec.point_indices), link_head=False).edges
-    return build_model(name, config, num_points=spec.num_points, in_channels=spec.num_channels, heads=heads,
-                       edges=edges)
+    if name == "pose_conformer":
+        derived["parts"] = input_parts(spec.points)
+    model = build_model(name, config, num_points=spec.num_points, in_channels=spec.num_channels, heads=heads,
+                        edges=edges, derived=derived)
+    if (config or {}).get("flip_tta"):
+        from sltrain.augment import subset_flip_permutation
+
+        flip = subset_flip_permutation(spec.skeleton_obj, spec.points)
+        model.set_mirror(*mirror_in_feature_space(spec.points, spec.channels, flip))
+    return model
+
+
+ENSEMBLE = "ensemble"
+"""Model name of :class:`~sltrain.models.ensemble.EnsembleClassifier` checkpoints."""
+
+
+def build_ensemble(config: Mapping[str, Any], spec: InputSpec, heads: HeadsConfig) -> nn.Module:
+    """An :class:`EnsembleClassifier` from ``{"members": [{"name", "config"}, ...], "weights": [...]}``.
+
+    Every member reads ``spec``'s input and has ``heads``; each is built by :func:`build_pose_model`.
+    """
+    unknown = sorted(set(config) - {"members", "weights"})
+    members = config.get("members")
+    if unknown or not isinstance(members, list) or not members:
+        raise ValueError(f"an ensemble config is {{'members': [{{'name', 'config'}}, ...], 'weights': [...]}}; "
+                         f"got keys {sorted(config)}")
+    built = []
+    for i, member in enumerate(members):
+        if not isinstance(member, Mapping) or member.get("name") not in POSE_MODELS:
+            raise ValueError(f"ensemble member {i} must name a pose model ({', '.join(POSE_MODELS)}), got {member!r}")
+        built.append(build_pose_model(member["name"], dict(member.get("config") or {}), spec, heads))
+    return EnsembleClassifier(built, config.get("weights"))
 
 
 def model_config_from_params(name: str, section: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ defaults to 1.0); :func:`multi_head_loss` sums the heads' cross entropies with t
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,6 +164,22 @@ def multi_head_loss(logits: Mapping[str, Tensor], targets: Mapping[str, Tensor],
     return total, per_head
 
 
+def log_mixture(log_probs: Sequence[Tensor], log_weights: Sequence[float] | Tensor) -> Tensor:
+    """``log(sum_i exp(log_weights[i]) * exp(log_probs[i]))``, stable, elementwise over same-shaped tensors.
+
+    Written with max, exp and log only (no ``logsumexp``/``logaddexp``), which ONNX export and
+    OpenVINO translate exactly.
+    """
+    terms = [lp + w for lp, w in zip(log_probs, log_weights)]
+    top = terms[0]
+    for t in terms[1:]:
+        top = torch.maximum(top, t)
+    total = torch.exp(terms[0] - top)
+    for t in terms[1:]:
+        total = total + torch.exp(t - top)
+    return top + torch.log(total)
+
+
 def frame_mask(batch: Mapping[str, Tensor], batch_size: int, num_frames: int, device: torch.device) -> Tensor:
     """The batch's ``mask`` (bool ``[B, T]``, True = real frame), or all True when it has none.
 
@@ -212,6 +228,23 @@ class SignClassifier(nn.Module):
         self.backbone = backbone
         self.feature_dim = feature_dim
         self.heads = MultiHead(feature_dim, heads, dropout=head_dropout)
+        self.mirrored = False
+
+    def set_mirror(self, permutation: Sequence[int], signs: Sequence[float], input_name: str = "pose") -> None:
+        """Average each input with its mirror image in eval mode (test-time augmentation).
+
+        The mirror of ``batch[input_name]`` ``[B, T, P, C]`` is ``x[:, :, permutation] * signs``
+        (see :func:`sltrain.models.pose_conformer.mirror_in_feature_space`). In eval mode each
+        head's output becomes ``log((softmax(f(x)) + softmax(f(mirror(x)))) / 2)``, whose softmax
+        is the mean of the two probability vectors; training is unchanged. The permutation and
+        signs are buffers (not in the state dict: they follow from the input spec), so exported
+        models compute the same average.
+        """
+        self.register_buffer("mirror_permutation", torch.as_tensor(list(permutation), dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("mirror_signs", torch.as_tensor(list(signs), dtype=torch.float32), persistent=False)
+        self.mirror_input = input_name
+        self.mirrored = True
 
     @property
     def head_specs(self) -> dict[str, HeadSpec]:
@@ -223,7 +256,14 @@ class SignClassifier(nn.Module):
         return self.backbone(batch)
 
     def forward(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return self.heads(self.features(batch))
+        out = self.heads(self.features(batch))
+        if self.training or not self.mirrored:
+            return out
+        x = batch[self.mirror_input]
+        flipped = self.heads(self.features({**batch, self.mirror_input: x.index_select(2, self.mirror_permutation)
+                                            * self.mirror_signs}))
+        return {name: log_mixture([F.log_softmax(out[name], -1), F.log_softmax(flipped[name], -1)],
+                                  [math.log(0.5), math.log(0.5)]) for name in out}
 
 
 def _matches(name: str, prefix: str) -> bool:
