@@ -38,7 +38,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,8 @@ class TrainConfig:
     mixup_prob: float = 0.0
     ensemble: dict[str, dict[str, Any]] = field(default_factory=dict)
     ensemble_weights: str = "equal"
+    flip_tta: bool = False
+    loader_workers: int = 0
 
     def __post_init__(self) -> None:
         if self.ensemble_weights not in ENSEMBLE_WEIGHTS:
@@ -123,13 +125,14 @@ class TrainConfig:
                                    augment={**self.augment, "flip_prob": float(m["flip_prob"])}, ensemble={})
 
     @property
-    def flip_tta(self) -> bool:
-        """A model trained on mirrored clips averages each clip with its mirror image when scoring."""
-        return float(self.augment.get("flip_prob", 0.0)) > 0.0
+    def mirror_tta(self) -> bool:
+        """Whether the model averages each clip with its mirror image when scoring: with ``flip_tta``, a
+        model trained on mirrored clips (``augment.flip_prob`` > 0) does."""
+        return self.flip_tta and float(self.augment.get("flip_prob", 0.0)) > 0.0
 
     def model_build_config(self) -> dict[str, Any]:
-        """``model_config`` plus ``flip_tta`` (see :attr:`flip_tta`) for :func:`build_pose_model`."""
-        return {**self.model_config, "flip_tta": True} if self.flip_tta else dict(self.model_config)
+        """``model_config`` plus ``flip_tta`` (see :attr:`mirror_tta`) for :func:`build_pose_model`."""
+        return {**self.model_config, "flip_tta": True} if self.mirror_tta else dict(self.model_config)
 
     @classmethod
     def from_params(cls, train: Mapping[str, Any], models: Mapping[str, Any], section: str = "train") -> TrainConfig:
@@ -215,6 +218,45 @@ def augmenter_for(augment: Mapping[str, Any], spec: InputSpec) -> PoseAugment:
     center = tuple(layout.index(p) for p in ("body.left_shoulder", "body.right_shoulder") if p in layout.names)
     flip = tuple(int(i) for i in spec.layout_flip) if data.get("flip_prob", 0.0) > 0 else None
     return PoseAugment.from_dict({"flip_index": flip, "center_indices": center, **data})
+
+
+class _EpochBatches(torch.utils.data.Dataset):
+    """The augmented batches of one epoch, batch ``i`` made from ``rows[i]`` (for a loader worker)."""
+
+    def __init__(self, clips: ClipSource, rows: list[np.ndarray], augment: Any, seed: int, epoch: int) -> None:
+        self.clips, self.rows, self.augment, self.seed, self.epoch = clips, rows, augment, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Any:
+        rows = self.rows[i]
+        rngs = [np.random.default_rng([self.seed, self.epoch, int(r)]) for r in rows]
+        return self.clips.batch(rows, self.augment, rngs)
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+def epoch_batches(clips: ClipSource, rows: list[np.ndarray], augment: Any, seed: int, epoch: int,
+                  workers: int) -> Iterator[Any]:
+    """The epoch's batches in order; with ``workers`` > 0 they are prepared in that many worker processes
+    while the model trains on the previous ones. Each clip's augmentation is seeded by ``(seed, epoch,
+    row)``, so the batches are the same either way."""
+    dataset = _EpochBatches(clips, rows, augment, seed, epoch)
+    if workers <= 0:
+        return (dataset[i] for i in range(len(dataset)))
+    # Its own generator: a loader draws worker seeds from it, which would otherwise consume the global
+    # torch RNG (dropout) and make a run depend on the number of workers.
+    generator = torch.Generator().manual_seed(seed)
+    return iter(torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                                            collate_fn=_as_is, prefetch_factor=4, worker_init_fn=_one_thread,
+                                            multiprocessing_context="fork", generator=generator))
 
 
 def mixup_plan(cfg: TrainConfig, rng: np.random.Generator, size: int) -> tuple[float, np.ndarray] | None:
@@ -559,13 +601,12 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
         net.train()
         order = train_rows[np.random.default_rng([cfg.seed, epoch]).permutation(len(train_rows))]
         total_loss, seen = 0.0, 0
-        bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=not progress, leave=False)
-        for start in bar:  # one optimizer step per batch
-            batch_rows = order[start:start + cfg.batch_size]
-            rows, share = dist.local_rows(batch_rows, ctx)  # all of them in one process
-            rngs = [np.random.default_rng([cfg.seed, epoch, int(r)]) for r in rows]
-            b = clips.batch(rows, augment, rngs)
+        starts = list(range(0, len(order), cfg.batch_size))
+        local = [dist.local_rows(order[start:start + cfg.batch_size], ctx) for start in starts]  # all rows in one process
+        batches = epoch_batches(clips, [rows for rows, _ in local], augment, cfg.seed, epoch, cfg.loader_workers)
+        bar = tqdm(zip(starts, local, batches), total=len(starts), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   unit="batch", disable=not progress, leave=False)
+        for start, (rows, share), b in bar:  # one optimizer step per batch
             batch_targets = {name: torch.from_numpy(t).to(device) for name, t in targets.targets(rows).items()}
             mix = mixup_plan(cfg, np.random.default_rng([cfg.seed, epoch, start, 1]), len(rows))
             if mix is None:

@@ -228,7 +228,7 @@ def test_ensemble_trains_reloads_and_exports_as_one_model(packed: tuple[Path, Pa
     members = {"canonical": {"model": "pose_conformer", "seed": 0, "flip_prob": 0.0, "model_config": tiny},
                "mirrored": {"model": "pose_conformer", "seed": 1, "flip_prob": 0.5, "model_config": tiny}}
     cfg = config(model="pose_conformer", model_config=tiny, epochs=2, ensemble=members, ensemble_weights="val",
-                 mixup_alpha=0.4, mixup_prob=0.5,
+                 flip_tta=True, mixup_alpha=0.4, mixup_prob=0.5,
                  augment={**config().augment, "hand_drop_prob": 0.3, "hand_drop_max_fraction": 0.5})
     features = FeatureConfig(num_frames=16, canonical_hand=True, interpolate_max_gap=3)
     metrics = train(pack, labels, tmp_path / "out", tmp_path / "work", cfg, features, progress=False)
@@ -251,3 +251,16 @@ def test_ensemble_trains_reloads_and_exports_as_one_model(packed: tuple[Path, Pa
     parity = json.loads((Path(result["path"]) / "parity.json").read_text())
     assert parity["passed"] and parity["num_clips"] == 3
     assert parity["backends"]["openvino_ir"]["max_abs_diff"] < 1e-4
+
+
+def test_a_loader_worker_changes_speed_not_results(packed: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+    pack, labels = packed
+    features = FeatureConfig(num_frames=16, canonical_hand=True)
+    runs = []
+    for workers in (0, 1):
+        cfg = config(model="pose_conformer", model_config={"d_model": 16, "part_dim": 8, "blocks": "conv,attn",
+                                                            "num_heads": 2}, epochs=2, loader_workers=workers)
+        train(pack, labels, tmp_path / f"o{workers}", tmp_path / f"w{workers}", cfg, features, progress=False)
+        runs.append((tmp_path / f"o{workers}" / "history.csv").read_text().splitlines())
+    strip = [[",".join(line.split(",")[:-1]) for line in run] for run in runs]  # elapsed_s is last
+    assert strip[0] == strip[1]
