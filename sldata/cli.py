@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sldata import __version__
+from sldata.progress import LOG_DATEFMT, LOG_FORMAT
 from sldata.section_args import add_section_arguments
 
 if TYPE_CHECKING:
@@ -561,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
     try:
         return int(args.handler(args))
     except (ValueError, RuntimeError, OSError) as exc:

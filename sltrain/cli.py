@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from sldata.progress import LOG_DATEFMT, LOG_FORMAT
 from sldata.section_args import add_section_arguments, parse_args_with_maps
 from sltrain import __version__
 
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args_with_maps(build_parser(), argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
     try:
         return int(args.handler(args))
     except (ValueError, OSError) as exc:  # bad params, missing inputs, refused checkpoints: no traceback
