@@ -90,11 +90,16 @@ class Progress:
         Longest gap between two log lines.
     logger
         Where the lines go (default this module's logger).
+    log_edges
+        Log the started and done lines (False: heartbeats only, for short loops inside a longer
+        one, such as the batches of an epoch, that should show up only when they are slow).
+    quiet
+        Neither a bar nor log lines (e.g. the other processes of a distributed run).
     """
 
     def __init__(self, iterable: Iterable[T] | None = None, total: int | None = None, desc: str = "",
                  unit: str = "item", bar: bool | None = True, interval_s: float = DEFAULT_INTERVAL_S,
-                 logger: logging.Logger | None = None) -> None:
+                 logger: logging.Logger | None = None, log_edges: bool = True, quiet: bool = False) -> None:
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         if interval_s <= 0:
@@ -109,19 +114,23 @@ class Progress:
         self.postfix: dict[str, Any] = {}
         self._started = time.monotonic()
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed = quiet
+        self.log_edges = log_edges
         self._bar: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if quiet:
+            return
         if bar is not False and _stderr_is_terminal():
             try:
                 from tqdm import tqdm
             except ImportError:  # tqdm is a declared dependency; fall back to log lines without it
                 tqdm = None
             if tqdm is not None:
-                self._bar = tqdm(total=total, desc=desc, unit=unit)
+                self._bar = tqdm(total=total, desc=desc, unit=unit, leave=log_edges)
         if self._bar is None:
-            self.log.info("%s", self.line(started=True))
+            if log_edges:
+                self.log.info("%s", self.line(started=True))
             self._thread = threading.Thread(target=self._heartbeat, name=f"progress {desc}", daemon=True)
             self._thread.start()
 
@@ -152,7 +161,8 @@ class Progress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.log.info("%s", self.line(finished=True))
+        if self.log_edges:
+            self.log.info("%s", self.line(finished=True))
 
     def __enter__(self) -> Progress:
         return self
