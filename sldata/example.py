@@ -109,9 +109,9 @@ def make_example(clips_dir: str | os.PathLike[str], pose_dir: str | os.PathLike[
         shutil.copyfile(chosen["clip_file"], tmp)
     drawn = render_contact_sheet(chosen["clip_file"], keypoints, skeleton, out / "overlay.png", frame_step=frame_step)
     held_out = chosen["split"] != "train"
-    info = {"sample_id": chosen["sample_id"], "split": chosen["split"], "held_out": held_out,
-            "gloss": chosen["gloss"], "label": chosen["label"], "source": chosen["clip_file"],
-            "keypoint_frames": chosen["frames"], "frame_step": frame_step, "overlay_frames": drawn}
+    info = {"sample_id": str(chosen["sample_id"]), "split": str(chosen["split"]), "held_out": bool(held_out),
+            "gloss": str(chosen["gloss"]), "label": int(chosen["label"]), "source": str(chosen["clip_file"]),
+            "keypoint_frames": int(chosen["frames"]), "frame_step": frame_step, "overlay_frames": int(drawn)}
     write_json(out / "example.json", info)
     kind = f"held-out {chosen['split']} clip" if held_out else "train clip (no held-out clip has keypoints)"
     with atomic_open(out / "example.txt") as fh:
