@@ -50,7 +50,7 @@ faults: $(STAMP)
 # Re-resolve the pinned versions from pyproject.toml into requirements.lock.
 lock:
 	rm -rf /tmp/sl-lock-venv && $(PYTHON) -m venv /tmp/sl-lock-venv
-	/tmp/sl-lock-venv/bin/pip install --quiet ".[test]"
+	/tmp/sl-lock-venv/bin/pip install --quiet ".[pipeline,test]"
 	{ sed -n '1,3p' requirements.lock; /tmp/sl-lock-venv/bin/pip freeze --all --exclude pip --exclude signlang-pipeline \
 	  | sed -e 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new && mv requirements.lock.new requirements.lock
 

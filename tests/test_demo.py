@@ -52,6 +52,10 @@ def test_demo_ends_with_a_recognised_held_out_clip(demo: tuple[Path, str]) -> No
     assert re.search(r"^make demo: \d+ s wall clock, CPU \d+ s user \+ \d+ s system$", out, flags=re.M), out
     overlay = (root / "data/demo/example/overlay.png").read_bytes()
     assert overlay.startswith(b"\x89PNG") and len(overlay) > 10_000
+    card = (root / "data/demo/export/sign-recognizer/1/MODEL_CARD.md").read_text()
+    val = json.loads((root / "data/demo/eval/metrics.json").read_text())["val"]
+    assert f"| val | {val['clips_evaluated']} / {val['clips_annotated']} (100.0%) |" in card
+    assert "| test | 0 / " in card and "C-UDA" in card and "same, give" in card
 
 
 def test_demo_keeps_to_its_own_folders_and_logs_progress(demo: tuple[Path, str]) -> None:

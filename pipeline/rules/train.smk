@@ -128,10 +128,11 @@ rule evaluate:
 
 
 rule export:
-    """The trained model -> OpenVINO IR + ONNX model repository, refused unless PyTorch, OpenVINO and ONNX agree on real val clips."""
+    """The trained model -> OpenVINO IR + ONNX model repository with a model card, refused unless PyTorch, OpenVINO and ONNX agree on real val clips."""
     input:
         model=data_path("train", "model.pt"),
         keypoints=data_path("features", "pose", "keypoints.npy"),
+        evaluation=data_path("eval", "metrics.json"),  # for the model card
     output:
         repo=directory(data_path("export", "sign-recognizer")),
     params:
@@ -144,5 +145,5 @@ rule export:
         benchmark_path("export.tsv")
     shell:
         "python -m sltrain export {input.model:q} --out {params.out_dir:q} --name sign-recognizer --version 1"
-        " --overwrite --parity-packed {params.packed:q} {params.export}"
+        " --overwrite --parity-packed {params.packed:q} --eval-metrics {input.evaluation:q} {params.export}"
         " > {log} 2>&1"
