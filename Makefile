@@ -43,7 +43,7 @@ lint: $(STAMP)
 dryrun: $(STAMP)
 	snakemake -n all
 
-# Inject every fault kind 10 times; the table goes into README.md (## Fault injection).
+# Inject every fault kind 10 times; the table goes into docs/reliability.md (## Fault injection).
 faults: $(STAMP)
 	python -m bench.faults --repeats 10 --write-readme
 

@@ -20,6 +20,8 @@ rule example_clip:
         shards=SHARDS,
     log:
         log_path("example_clip.log"),
+    benchmark:
+        benchmark_path("example_clip.tsv")
     shell:
         "python -m sldata example-clip --clips-dir {params.clips_dir:q} --pose-dir {params.pose_dir:q}"
         " --shards {params.shards} --out-dir {params.out_dir:q} > {log} 2>&1"
@@ -35,5 +37,7 @@ rule predict_example:
                           category="Inference"),
     log:
         log_path("predict_example.log"),
+    benchmark:
+        benchmark_path("predict_example.tsv")
     shell:
         "python -m sltrain predict --model {input.model:q} {input.clip:q} > {output.prediction:q} 2> {log}"

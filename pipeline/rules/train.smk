@@ -122,6 +122,8 @@ rule evaluate:
         seed=config["train"]["seed"],
     log:
         log_path("evaluate.log"),
+    benchmark:
+        benchmark_path("evaluate.tsv")
     shell:
         "python -m sltrain evaluate --model {input.model:q} --packed {params.packed:q} --samples {input.samples:q}"
         " --splits val,test --seed {params.seed} --out-dir {params.out_dir:q} > {log} 2>&1"
