@@ -324,18 +324,22 @@ class RecognitionHandler(BaseHTTPRequestHandler):
         except _RequestError as err:
             self._send_error(err)
             return
+        failure: _RequestError | None = None
         try:
             payload = self._predict(length)
         except _RequestError as err:
-            self._send_error(err)
+            failure = err
         except Exception:  # the service must survive any one request
             log.exception("prediction failed")
-            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "error", "detail": "internal error (logged)"},
-                            close=True)
+            failure = _RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, "error", "internal error (logged)")
+        finally:
+            # Free the slot before answering: a client that sends its next upload as soon as it has
+            # read this answer must not find the slot still taken (a spurious 503).
+            self.server.release()
+        if failure is not None:
+            self._send_error(failure)
         else:
             self._send_json(HTTPStatus.OK, payload)
-        finally:
-            self.server.release()
 
     def _declared_length(self) -> int:
         try:
