@@ -52,6 +52,13 @@ def format_duration(seconds: float) -> str:
     return f"{s}s"
 
 
+def plural(unit: str) -> str:
+    """``clip`` -> ``clips``, ``batch`` -> ``batches`` (already plural stays)."""
+    if unit.endswith("s"):
+        return unit
+    return f"{unit}es" if unit.endswith(("ch", "sh", "x")) else f"{unit}s"
+
+
 def format_rate(rate: float) -> str:
     """A rate with as many digits as it needs: ``1234``, ``12.3``, ``0.85``, ``0.0042``."""
     if rate >= 100:
@@ -191,7 +198,7 @@ class Progress:
         with self._lock:
             n, postfix = self.n, dict(self.postfix)
         elapsed = self.elapsed_s
-        units = self.unit if self.unit.endswith("s") else f"{self.unit}s"
+        units = plural(self.unit)
         head = f"{self.desc}: " if self.desc else ""
         if started:
             todo = f"{self.total} {units}" if self.total is not None else f"{units} (total unknown)"

@@ -55,6 +55,13 @@ def test_wrapping_an_iterable_counts_each_item_and_no_thread_outlives_it() -> No
     assert threading.active_count() == before
 
 
+def test_batches_are_plural_too() -> None:
+    bar = Progress(total=4, desc="epoch 3/40", unit="batch", bar=False, interval_s=60, log_edges=False)
+    bar.update(1)
+    bar.close()
+    assert bar.line().startswith("epoch 3/40: 1/4 batches (25.0%), ")
+
+
 def test_durations() -> None:
     assert [format_duration(s) for s in (7, 141, 3 * 3600 + 4 * 60, float("inf"))] == ["7s", "2m21s", "3h04m", "?"]
 
