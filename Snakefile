@@ -1,9 +1,11 @@
 """Sign-language data pipeline and trainer.
 
 Run everything:   snakemake --cores all all
+Quick demo:       make demo   (the same rules on 10 glosses: --configfile pipeline/demo.yaml)
 RGB features:     snakemake --cores 2 frames_all hand_crops_all   (not part of `all`)
 One stage only:   snakemake --cores 1 data/manifest/manifest.parquet
-Why a rerun?      snakemake -n --list-changes params
+Why a rerun?      snakemake -n   (each job's `reason:` line; not --list-changes, see docs/experiments.md)
+Report:           snakemake --report report.html   (curves, confusion matrix, pose summary, overlay)
 
 Every value comes from params.yaml (validated by sldata.params against
 pipeline/schemas/params.schema.yaml) and reaches a rule through `params:`.
@@ -18,6 +20,9 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+report: "pipeline/report/workflow.rst"
+
+
 include: "pipeline/rules/common.smk"
 include: "pipeline/rules/manifest.smk"
 include: "pipeline/rules/subset.smk"
@@ -25,6 +30,7 @@ include: "pipeline/rules/acquire.smk"
 include: "pipeline/rules/pose.smk"
 include: "pipeline/rules/features.smk"
 include: "pipeline/rules/train.smk"
+include: "pipeline/rules/example.smk"
 
 
 rule all:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sldata import __version__
+from sldata.progress import LOG_DATEFMT, LOG_FORMAT
 from sldata.section_args import add_section_arguments
 
 if TYPE_CHECKING:
@@ -345,6 +346,12 @@ def _cmd_render_pose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_example_clip(args: argparse.Namespace) -> int:
+    from sldata.example import main_example
+
+    return main_example(args)
+
+
 def _cmd_convert_pose(args: argparse.Namespace) -> int:
     from sldata.pose.store import convert_pose_shard
 
@@ -526,11 +533,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-id", required=True, help="the clip, e.g. wlasl-00632")
     p.add_argument("--clips-dir", type=Path, default=Path("data/clips"),
                    help="acquire output root holding shard-*/clips.parquet (default data/clips)")
-    p.add_argument("--out", required=True, type=Path, help="output file: .mp4 (H.264) or .gif")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output file: .mp4 (H.264), .gif, or .png (a still of four frames side by side)")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the clip's / frame_step)")
     p.add_argument("--max-frames", type=int, default=None, help="render at most this many frames")
     p.add_argument("--min-confidence", type=float, default=0.0, help="hide points below this confidence (default 0)")
     p.set_defaults(handler=_cmd_render_pose)
+
+    p = sub.add_parser(
+        "example-clip",
+        help="pick a held-out (val) clip with keypoints: copy it, draw its pose overlay (PNG), say what it shows",
+        description="Picks the first usable val clip (by sample_id) that has keypoints (test, then train, when val has "
+        "none) and writes OUT_DIR/clip.mp4, overlay.png, example.json and example.txt (see sldata/example.py). "
+        "The pipeline's predict_example rule then recognizes clip.mp4 with the exported model.",
+    )
+    p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
+    p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder, e.g. data/pose")
+    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/example")
+    p.set_defaults(handler=_cmd_example_clip)
 
     p = sub.add_parser(
         "convert-pose",
@@ -561,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
     try:
         return int(args.handler(args))
     except (ValueError, RuntimeError, OSError) as exc:

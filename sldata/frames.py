@@ -102,12 +102,8 @@ import pyarrow.parquet as pq
 from av.video.reformatter import VideoReformatter
 
 from sldata.atomic import atomic_path
+from sldata.progress import Progress
 from sldata.settings import settings_from_dict
-
-try:  # tqdm is a declared dependency; degrade to no progress bar if it is absent.
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None  # type: ignore[assignment]
 
 Storage = Literal["npy", "jpeg_parquet"]
 STORAGES: tuple[str, ...] = ("npy", "jpeg_parquet")
@@ -561,7 +557,8 @@ def extract_frames_shard(clips: pd.DataFrame, out_dir: str | os.PathLike[str],
     settings:
         :class:`FrameSettings`.
     progress:
-        Show a tqdm progress bar.
+        A progress bar on a terminal; timestamped progress lines in the log otherwise or with
+        False (:class:`sldata.progress.Progress`).
     workers:
         Clips decoded at once on threads (default :func:`default_workers`); the shard's order
         and content do not depend on it.
@@ -599,8 +596,7 @@ def extract_frames_shard(clips: pd.DataFrame, out_dir: str | os.PathLike[str],
     items = clips[["sample_id", "clip_path", "status"]].to_dict("records")
     todo = [r for r in items if r["status"] in USABLE_STATUSES]
     results = _ordered_map(lambda r: _process(r, settings), todo, workers)  # a generator: has .close()
-    bar = tqdm(total=len(items), desc=f"frames ({settings.storage})", unit="clip", disable=not progress) \
-        if tqdm is not None else None
+    bar = Progress(total=len(items), desc=f"frames {out_dir.name}", unit="clip", bar=progress)
     # Both files are written to temporaries first; index.parquet (the completeness mark) is removed
     # just before the frame file is renamed into place and renamed in last, so a kill or a full disk
     # never pairs a new frame file with an old index: the shard is the old one, new or incomplete.

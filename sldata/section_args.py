@@ -112,10 +112,11 @@ def parse_map_flags(args: argparse.Namespace, extra: Sequence[str]) -> list[str]
     ValueError
         A map flag names an unknown key, lacks its value or has a value of the wrong type.
     """
-    schema = load_schema()["properties"]
+    sections = getattr(args, "_section_maps", None) or []
+    schema = load_schema()["properties"] if sections else {}  # commands without sections need no schema
     values: dict[tuple[str, tuple[str, ...]], dict[str, dict[str, Any]]] = {}
     specs = []
-    for section, path in getattr(args, "_section_maps", None) or []:
+    for section, path in sections:
         entry = dict(_maps(schema[section]))[path]
         values[(section, path)] = {}
         specs.append((section, path, dict(_leaves(entry))))

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
+from sldata.params import SCHEMA_PATH
+from sldata.progress import LOG_DATEFMT, LOG_FORMAT
 from sldata.section_args import add_section_arguments, parse_args_with_maps
 from sltrain import __version__
 
@@ -91,6 +93,13 @@ def _cmd_train_hands(args: argparse.Namespace) -> int:
     return 0
 
 
+def _needs_checkout(args: argparse.Namespace) -> int:
+    print(f"error: {args.command} takes its settings from the params schema ({SCHEMA_PATH}), which only a source "
+          "checkout has: run it from a clone set up with `make setup` (this install is for predict, stream and serve)",
+          file=sys.stderr)
+    return 2
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from sltrain.evaluate import evaluate
 
@@ -157,6 +166,8 @@ def add_inference_commands(sub: argparse._SubParsersAction) -> None:
                    help="real clips for the parity check")
     p.add_argument("--calibration-clips", "--calibration_clips", dest="calibration_clips", type=int, default=300, metavar="N",
                    help="with --int8 and --parity-packed: train clips for NNCF calibration (default %(default)s)")
+    p.add_argument("--eval-metrics", metavar="JSON", default=None,
+                   help="the evaluate stage's metrics.json: its numbers (with coverage) go into MODEL_CARD.md")
     p.set_defaults(handler=_cmd_export)
     p = sub.add_parser("predict", help="top-5 glosses of video files with an exported model (no torch needed)")
     add_predict_arguments(p)
@@ -176,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sltrain {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    training = SCHEMA_PATH.is_file()  # the params schema lives in the source checkout (pipeline/schemas/)
     p = sub.add_parser("env", help="print package versions and the devices torch and OpenVINO can use (JSON)")
     p.set_defaults(handler=_cmd_env)
 
@@ -194,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples.parquet of the subset: columns for heads that the pack's index lacks (train and "
                    "val rows only are read)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    for section in ("features", "train", "models"):
-        add_section_arguments(p, section)
-    p.set_defaults(handler=_cmd_train)
+    if training:
+        for section in ("features", "train", "models"):
+            add_section_arguments(p, section)
+    p.set_defaults(handler=_cmd_train if training else _needs_checkout)
 
     p = sub.add_parser(
         "train-rgb",
@@ -213,9 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="output folder, e.g. data/train_rgb")
     p.add_argument("--work-dir", required=True, help="resumable state, e.g. data/cache/train_rgb")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    for section in ("train_rgb", "models", "frames"):
-        add_section_arguments(p, section)
-    p.set_defaults(handler=_cmd_train_rgb)
+    if training:
+        for section in ("train_rgb", "models", "frames"):
+            add_section_arguments(p, section)
+    p.set_defaults(handler=_cmd_train_rgb if training else _needs_checkout)
 
     p = sub.add_parser(
         "train-hands",
@@ -234,9 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", default=None,
                    help="samples.parquet of the subset: columns for heads that the pack's index lacks")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    for section in ("train_hands", "models", "hand_crops"):
-        add_section_arguments(p, section)
-    p.set_defaults(handler=_cmd_train_hands)
+    if training:
+        for section in ("train_hands", "models", "hand_crops"):
+            add_section_arguments(p, section)
+    p.set_defaults(handler=_cmd_train_hands if training else _needs_checkout)
 
     p = sub.add_parser(
         "evaluate",
@@ -258,9 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args_with_maps(build_parser(), argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
     try:
         return int(args.handler(args))
+    except ModuleNotFoundError as exc:  # e.g. export or train in an inference-only install (pip install .[infer])
+        print(f"error: {args.command} needs the {exc.name!r} package, which is not installed here "
+              "(pip install '.[train]' for training and export, or `make setup` for everything)", file=sys.stderr)
+        return 2
     except (ValueError, OSError) as exc:  # bad params, missing inputs, refused checkpoints: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ Layout (served as-is by OpenVINO Model Server with ``--model_path OUT_DIR/NAME``
                                        loads the IR when both are present
                          sltrain.json  everything needed to predict (same as the runtime info)
                          parity.json   the parity check of this export
+                         MODEL_CARD.md what the model is for, its data and licence, metrics with
+                                       coverage (sltrain.model_card)
 
 Model inputs (fixed shapes, batch 1): ``pose`` float32 ``[1, T, P, C]`` (the output of
 :func:`sltrain.inputs.clip_features` zero-padded to ``T = input_spec.num_frames``, see
@@ -63,6 +65,7 @@ from sldata.pose.skeleton import Skeleton
 from sltrain import __version__
 from sltrain.checkpoint import FORMAT, CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from sltrain.inputs import InputSpec, clip_features, pad_batch, point_preset
+from sltrain.model_card import write_model_card
 from sltrain.models.factory import ENSEMBLE
 from sltrain.models.factory import POSE_MODELS as FACTORY_POSE_MODELS
 from sltrain.predict import EXPORT_FORMAT, F32_CONFIG, RT_INFO_SECTION
@@ -344,7 +347,8 @@ def export_model(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[
                  name: str = "sign-recognizer", version: int = 1, fp16: bool = False, quantize: bool = False,
                  parity_clips: Sequence[np.ndarray] | None = None, tolerance: float | None = None,
                  overwrite: bool = False, calibration_clips: Sequence[np.ndarray] | None = None,
-                 accuracy_clips: tuple[Sequence[np.ndarray], np.ndarray] | None = None) -> dict[str, Any]:
+                 accuracy_clips: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
+                 evaluation: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Export ``checkpoint`` to ``out_dir/name/version/`` (layout and checks in the module docs).
 
     Parameters
@@ -368,6 +372,8 @@ def export_model(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[
         (or ``tolerance``, if smaller).
     overwrite
         Replace an existing version folder (otherwise an error).
+    evaluation
+        The evaluation stage's ``metrics.json``, for the model card (:mod:`sltrain.model_card`).
 
     Returns
     -------
@@ -470,6 +476,7 @@ def export_model(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[
             }
         write_json(tmp / "sltrain.json", metadata)
         write_json(tmp / "parity.json", report)
+        write_model_card(tmp, metadata, report, evaluation)
         os.chmod(tmp, 0o755)
         if final.exists():  # overwrite: move the old version aside, then swap
             old = Path(tempfile.mkdtemp(prefix=f".{version}.old-", dir=final.parent))
@@ -511,7 +518,9 @@ def main_export(args: Any) -> int:
     """CLI: ``python -m sltrain export CHECKPOINT --out DIR [--name N] [--version V] [--fp16] [--int8]``."""
     import sys
 
-    parity_clips = calibration = accuracy = None
+    parity_clips = calibration = accuracy = evaluation = None
+    if getattr(args, "eval_metrics", None):
+        evaluation = json.loads(Path(args.eval_metrics).read_text(encoding="utf-8"))
     if getattr(args, "parity_packed", None):
         parity_clips = real_parity_clips(args.checkpoint, args.parity_packed, args.parity_clips)
         if args.int8:  # calibrate on train clips; report val top-1 of FP32 and INT8 side by side
@@ -520,7 +529,8 @@ def main_export(args: Any) -> int:
     try:
         result = export_model(args.checkpoint, args.out, name=args.name, version=args.version, fp16=args.fp16,
                               quantize=args.int8, tolerance=args.tolerance, overwrite=args.overwrite,
-                              parity_clips=parity_clips, calibration_clips=calibration, accuracy_clips=accuracy)
+                              parity_clips=parity_clips, calibration_clips=calibration, accuracy_clips=accuracy,
+                              evaluation=evaluation)
     except ExportParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print(json.dumps(exc.report, indent=2, sort_keys=True), file=sys.stderr)

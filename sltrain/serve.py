@@ -2,22 +2,36 @@
 
 Endpoints
 ---------
+``GET /``
+    A web page (one self-contained HTML file, no external resources): upload a video or record
+    one with the webcam, and see the top-5 glosses with their scores (:mod:`sltrain.serve_page`).
 ``GET /health``
     ``200 {"status": "ok", "model": ..., "version": ..., "classes": K, "busy": n, "max_concurrent": m}``.
 ``POST /predict``
-    The body is the **raw video file** (any container PyAV reads; ``Content-Type`` is not
-    trusted, e.g. ``application/octet-stream`` or ``video/mp4``; multipart forms are refused
-    with 415). A ``Content-Length`` is required. Answer ``200`` with
-    ``{"top": [{"gloss", "score"}, ...], "num_frames", "fps", "width", "height", "timings"}``.
+    The video, either as the **raw body** (any container PyAV reads; ``Content-Type`` is not
+    trusted, e.g. ``application/octet-stream`` or ``video/mp4``: ``curl --data-binary
+    @clip.mp4``) or as the first file of a ``multipart/form-data`` form (``curl -F
+    video=@clip.mp4``; what the page sends). A ``Content-Length`` is required. Answer ``200``
+    with ``{"top": [{"gloss", "score"}, ...], "num_frames", "fps", "width", "height", "timings"}``.
+``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``, ``GET /v2/models/<name>``,
+``GET /v2/models/<name>/ready`` (also under ``/versions/<version>``)
+    KServe v2 (Open Inference Protocol) style health and metadata: liveness, readiness
+    (``{"live": true}``, ``{"ready": true}``), server metadata (``name``, ``version``,
+    ``extensions``) and model metadata (``name``, ``versions``, ``platform``, ``inputs`` and
+    ``outputs`` with ``name``, ``datatype``, ``shape``; plus ``parameters`` with the class
+    count and input spec). The v2 tensor ``infer`` endpoint is not offered: the service takes
+    videos, and pose estimation happens inside it.
 
 Errors (JSON ``{"error": code, "detail": text}``; the server stays up whatever the request):
 
 =====  ==========================================================================
-400    ``missing_body``: no or empty body (``Content-Length`` absent or 0), bad length
+400    ``missing_body``: no or empty body (``Content-Length`` absent or 0), bad length,
+       a multipart form without a boundary or without a file
+404    ``not_found``: another path, or another model name under ``/v2/models``
 411    ``length_required``: chunked upload (send a ``Content-Length``)
 413    ``too_large``: ``Content-Length`` above ``max_bytes`` (checked before reading)
        or more bytes than that arrive
-415    ``not_a_video``: undecodable or no video stream; ``multipart`` bodies
+415    ``not_a_video``: undecodable or no video stream
 422    ``too_long`` (more than ``max_seconds`` of video), ``no_frames``, ``no_person``,
        ``unusable_pose`` (a person, but never with both shoulders and eyes in view)
 408    ``timeout``: the body did not arrive within ``read_timeout`` seconds
@@ -33,9 +47,12 @@ is closed). The uploaded video is written to a temporary file that is removed af
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -45,7 +62,9 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sltrain import __version__
 from sltrain.predict import ModelDirError, PredictError, PredictReason, Recognizer
+from sltrain.serve_page import render_page
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +88,27 @@ _STATUS_OF_REASON = {
 }
 _CODE_OF_REASON = {PredictReason.UNDECODABLE: "not_a_video", PredictReason.NO_VIDEO_STREAM: "not_a_video",
                    PredictReason.MISSING: "not_a_video"}
+ENDPOINTS = ("GET /, GET /health, POST /predict, GET /v2/health/live, GET /v2/health/ready, GET /v2, "
+             "GET /v2/models/<name>[/versions/<v>][/ready]")
+SERVER_NAME = "sltrain-serve"
+_V2_MODEL = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<ready>/ready)?/?$")
+
+
+def v2_model_metadata(recognizer: Recognizer) -> dict[str, Any]:
+    """KServe v2 model metadata of an exported model (shapes and names from its export metadata)."""
+    spec = recognizer.spec
+    inputs = [{"name": "pose", "datatype": "FP32",
+               "shape": [1, spec.num_frames, spec.num_points, spec.num_channels]},
+              {"name": "mask", "datatype": "FP32", "shape": [1, spec.num_frames]}]
+    heads = recognizer.metadata.get("model", {}).get("heads", {}) or {"gloss": {"num_classes": len(recognizer.classes)}}
+    outputs = [{"name": name, "datatype": "FP32", "shape": [1, int(head.get("num_classes", len(recognizer.classes)))]}
+               for name, head in sorted(heads.items(), key=lambda kv: kv[0] != "gloss")]
+    version = recognizer.version
+    return {"name": recognizer.name, "versions": [str(version)] if version is not None else [],
+            "platform": "openvino_ir", "inputs": inputs, "outputs": outputs,
+            "parameters": {"classes": len(recognizer.classes), "precision": recognizer.metadata.get("precision"),
+                           "input_spec": recognizer.metadata.get("input_spec"),
+                           "video_endpoint": "POST /predict (raw video body or multipart/form-data)"}}
 
 
 class RecognitionServer(ThreadingHTTPServer):
@@ -205,9 +245,12 @@ class RecognitionHandler(BaseHTTPRequestHandler):
 
     def _send_json(self, status: HTTPStatus, payload: dict[str, Any], headers: dict[str, str] | None = None,
                    close: bool = False) -> None:
-        body = json.dumps(payload, sort_keys=True).encode()
+        self._send_body(status, json.dumps(payload, sort_keys=True).encode(), "application/json", headers, close)
+
+    def _send_body(self, status: HTTPStatus, body: bytes, content_type: str, headers: dict[str, str] | None = None,
+                   close: bool = False) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
@@ -239,18 +282,37 @@ class RecognitionHandler(BaseHTTPRequestHandler):
     # ---- endpoints
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path.split("?", 1)[0] != "/health":
-            self._send_json(HTTPStatus.NOT_FOUND,
-                            {"error": "not_found", "detail": "endpoints: GET /health, POST /predict"})
-            return
+        path = self.path.split("?", 1)[0]
         rec = self.server.recognizer
-        self._send_json(HTTPStatus.OK, {"status": "ok", "model": rec.name, "version": rec.version,
-                                        "classes": len(rec.classes), "busy": self.server.busy,
-                                        "max_concurrent": self.server.max_concurrent})
+        if path == "/":
+            page = render_page(rec.name, rec.version, len(rec.classes), self.server.max_bytes, self.server.max_seconds)
+            self._send_body(HTTPStatus.OK, page.encode("utf-8"), "text/html; charset=utf-8",
+                            {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                             "Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'; "
+                             "style-src 'unsafe-inline'; connect-src 'self'; media-src 'self' blob: mediastream:; "
+                             "img-src 'self' data:; base-uri 'none'; form-action 'self'"})
+        elif path == "/health":
+            self._send_json(HTTPStatus.OK, {"status": "ok", "model": rec.name, "version": rec.version,
+                                            "classes": len(rec.classes), "busy": self.server.busy,
+                                            "max_concurrent": self.server.max_concurrent})
+        elif path == "/v2/health/live":
+            self._send_json(HTTPStatus.OK, {"live": True})
+        elif path == "/v2/health/ready":
+            self._send_json(HTTPStatus.OK, {"ready": True})  # the model is loaded before the server listens
+        elif path in ("/v2", "/v2/"):
+            self._send_json(HTTPStatus.OK, {"name": SERVER_NAME, "version": __version__, "extensions": []})
+        elif (m := _V2_MODEL.match(path)) and m["name"] == rec.name and m["version"] in (None, str(rec.version)):
+            self._send_json(HTTPStatus.OK, {"name": rec.name, "ready": True} if m["ready"] else v2_model_metadata(rec))
+        elif m:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": "not_found", "detail": f"no model {m['name']!r}"
+                                                   + (f" version {m['version']}" if m["version"] else "")
+                                                   + f"; this server has {rec.name!r} version {rec.version}"})
+        else:
+            self._send_json(HTTPStatus.NOT_FOUND, {"error": "not_found", "detail": f"endpoints: {ENDPOINTS}"})
 
     def do_POST(self) -> None:  # noqa: N802
         if self.path.split("?", 1)[0] != "/predict":
-            self._send_error(_RequestError(HTTPStatus.NOT_FOUND, "not_found", "endpoints: GET /health, POST /predict",
+            self._send_error(_RequestError(HTTPStatus.NOT_FOUND, "not_found", f"endpoints: {ENDPOINTS}",
                                            drain=self._declared_length()))
             return
         try:
@@ -262,18 +324,22 @@ class RecognitionHandler(BaseHTTPRequestHandler):
         except _RequestError as err:
             self._send_error(err)
             return
+        failure: _RequestError | None = None
         try:
             payload = self._predict(length)
         except _RequestError as err:
-            self._send_error(err)
+            failure = err
         except Exception:  # the service must survive any one request
             log.exception("prediction failed")
-            self._send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "error", "detail": "internal error (logged)"},
-                            close=True)
+            failure = _RequestError(HTTPStatus.INTERNAL_SERVER_ERROR, "error", "internal error (logged)")
+        finally:
+            # Free the slot before answering: a client that sends its next upload as soon as it has
+            # read this answer must not find the slot still taken (a spurious 503).
+            self.server.release()
+        if failure is not None:
+            self._send_error(failure)
         else:
             self._send_json(HTTPStatus.OK, payload)
-        finally:
-            self.server.release()
 
     def _declared_length(self) -> int:
         try:
@@ -298,11 +364,14 @@ class RecognitionHandler(BaseHTTPRequestHandler):
         if length > self.server.max_bytes:
             raise _RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
                                 f"{length} bytes; the limit is {self.server.max_bytes}", drain=length)
-        if self.headers.get("Content-Type", "").lower().startswith("multipart/"):
-            raise _RequestError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "not_a_video",
-                                "multipart forms are not accepted; POST the raw video file as the body",
-                                drain=length)
+        if self._multipart() and "boundary=" not in self.headers.get("Content-Type", "").lower():
+            raise _RequestError(HTTPStatus.BAD_REQUEST, "missing_body",
+                                "a multipart form needs a boundary in its Content-Type (curl -F video=@clip.mp4 "
+                                "sets one), or POST the raw video file as the body", drain=length)
         return length
+
+    def _multipart(self) -> bool:
+        return self.headers.get("Content-Type", "").lower().startswith("multipart/")
 
     def _predict(self, length: int) -> dict[str, Any]:
         fd, name = tempfile.mkstemp(prefix="sltrain-upload-", suffix=".video")
@@ -324,6 +393,8 @@ class RecognitionHandler(BaseHTTPRequestHandler):
                         raise _RequestError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "too_large",
                                             f"more than {self.server.max_bytes} bytes")
                     out.write(chunk)
+            if self._multipart():
+                extract_form_file(name, self.headers.get("Content-Type", ""))
             try:
                 result = self.server.recognizer.recognize_video(name, max_seconds=self.server.max_seconds)
             except PredictError as exc:
@@ -338,6 +409,40 @@ class RecognitionHandler(BaseHTTPRequestHandler):
                 os.unlink(name)
             except FileNotFoundError:
                 pass
+
+
+def extract_form_file(path: str | os.PathLike[str], content_type: str) -> None:
+    """Replace the ``multipart/form-data`` body saved at ``path`` by its first file (the ``video``
+    field when there is one).
+
+    The body was already limited to ``max_bytes``; the standard library's MIME parser reads it.
+
+    Raises
+    ------
+    _RequestError
+        400 ``missing_body`` when the form is not parseable or holds no file.
+    """
+    with open(path, "rb") as fh:
+        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+            f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace") + fh.read())
+    files = [part for part in message.iter_parts() if part.get_filename() is not None] \
+        if message.is_multipart() else []
+    if not files:
+        raise _RequestError(HTTPStatus.BAD_REQUEST, "missing_body",
+                            "the multipart form holds no file: send the video as a file field (curl -F "
+                            "video=@clip.mp4), or POST the raw video file as the body")
+    part = next((p for p in files if p.get_param("name", header="content-disposition") == "video"), files[0])
+    payload = part.get_payload(decode=True) or b""
+    if not payload:
+        raise _RequestError(HTTPStatus.BAD_REQUEST, "missing_body", f"the form's file {part.get_filename()!r} is empty")
+    tmp = f"{os.fspath(path)}.part"
+    try:
+        with open(tmp, "wb") as out:
+            out.write(payload)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def make_server(recognizer: Recognizer, host: str = "127.0.0.1", port: int = 8000, **limits: Any) -> RecognitionServer:
@@ -372,8 +477,8 @@ def main_serve(args: Any) -> int:
     server = make_server(recognizer, args.host, args.port, max_bytes=args.max_bytes, max_seconds=args.max_seconds,
                          max_concurrent=args.max_concurrent, read_timeout=args.read_timeout)
     host, port = server.server_address[:2]
-    print(f"serving {recognizer.name} v{recognizer.version} on http://{host}:{port} (POST /predict, GET /health)",
-          flush=True)
+    print(f"serving {recognizer.name} v{recognizer.version} on http://{host}:{port}/ (web page at /; POST /predict, "
+          "GET /health, GET /v2/health/ready, GET /v2/models/" f"{recognizer.name})", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

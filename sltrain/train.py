@@ -27,6 +27,9 @@
   stops early after ``patience`` epochs without improvement.
 * **Outputs** in ``out_dir``: ``model.pt`` (the best checkpoint), ``history.csv`` (one row per
   epoch, for ``dvc plots``), ``curves.png`` and ``metrics.json`` (best val scores, epochs, time).
+  ``history.csv`` and ``metrics.json`` are also rewritten after every epoch, and each epoch is
+  logged to DVCLive in ``out_dir/dvclive`` (:class:`sltrain.live.TrainingLog`), so a run can be
+  followed live.
 """
 
 from __future__ import annotations
@@ -502,9 +505,9 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
         The model description's ``config`` stored in checkpoints (default ``cfg.model_config``;
         pose models add ``flip_tta``, see :meth:`TrainConfig.model_build_config`).
     """
-    from tqdm import tqdm
-
+    from sldata.progress import Progress
     from sltrain import distributed as dist
+    from sltrain.live import TrainingLog
     from sltrain.models.factory import count_parameters
     from sltrain.models.heads import FreezeSchedule, multi_head_loss
 
@@ -592,6 +595,7 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
 
     epochs_run = 0
     epoch = start_epoch
+    live = TrainingLog(out, cfg.epochs, history, enabled=ctx.is_main)  # history.csv, metrics.json, dvclive per epoch
     for epoch in range(start_epoch, cfg.epochs):
         if stale >= cfg.patience or (max_epochs_this_run is not None and epochs_run >= max_epochs_this_run):
             break
@@ -604,8 +608,8 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
         starts = list(range(0, len(order), cfg.batch_size))
         local = [dist.local_rows(order[start:start + cfg.batch_size], ctx) for start in starts]  # all rows in one process
         batches = epoch_batches(clips, [rows for rows, _ in local], augment, cfg.seed, epoch, cfg.loader_workers)
-        bar = tqdm(zip(starts, local, batches), total=len(starts), desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   unit="batch", disable=not progress, leave=False)
+        bar = Progress(zip(starts, local, batches), total=len(starts), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       unit="batch", bar=progress, log_edges=False, quiet=not ctx.is_main)
         for start, (rows, share), b in bar:  # one optimizer step per batch
             batch_targets = {name: torch.from_numpy(t).to(device) for name, t in targets.targets(rows).items()}
             mix = mixup_plan(cfg, np.random.default_rng([cfg.seed, epoch, start, 1]), len(rows))
@@ -651,6 +655,7 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
             stale += 1
         if ctx.is_main:
             save_checkpoint(last, payload(epoch + 1, with_state=True))
+        live.epoch(history, best)
 
     metrics = {"best_epoch": best["epoch"], "val_per_instance_top1": best["val_top1"],
                "val_per_instance_top5": best.get("val_top5"), "val_loss": best.get("val_loss"),
@@ -665,6 +670,7 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
             shutil.copyfile(best_path, tmp)
         _write_history(out, history)
         write_json(out / "metrics.json", metrics)
+    live.close()
     dist.barrier(ctx)
     dist.shutdown(ctx)
     return metrics

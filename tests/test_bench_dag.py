@@ -16,11 +16,12 @@ def test_plan_has_one_job_per_shard_per_stage(tmp_path: Path) -> None:
     root = bench_dag.build_repo(tmp_path / "repo", rows=500, shards=7)
     timing, counts = bench_dag.plan(root)
     assert counts["acquire"] == counts["pose"] == 7
-    for rule in ("coverage", "pack_pose", "pose_summary", "train", "evaluate", "export", "all"):
+    for rule in ("coverage", "pack_pose", "pose_summary", "train", "evaluate", "export", "example_clip",
+                 "predict_example", "all"):
         assert counts[rule] == 1, rule
     # manifest and subset look finished, so the plan starts at acquire
     assert "manifest" not in counts and "subset" not in counts
-    assert counts["total"] == 2 * 7 + 7
+    assert counts["total"] == 2 * 7 + 9
     assert timing.wall_s > 0 and timing.peak_rss_mb > 0
 
 

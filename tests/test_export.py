@@ -48,8 +48,8 @@ def test_layout_and_metadata(checkpoint: tuple[Path, InputSpec], exported: tuple
     out, result = exported
     version = out / "sign-recognizer" / "1"
     assert Path(result["path"]) == version
-    assert sorted(p.name for p in version.iterdir()) == ["model.bin", "model.onnx", "model.xml", "parity.json",
-                                                         "sltrain.json"]
+    assert sorted(p.name for p in version.iterdir()) == ["MODEL_CARD.md", "model.bin", "model.onnx", "model.xml",
+                                                         "parity.json", "sltrain.json"]
     assert [p.name for p in (out / "sign-recognizer").iterdir()] == ["1"]  # no temporary folder left
     meta = json.loads((version / "sltrain.json").read_text())
     assert meta["label_map"]["classes"] == CLASSES

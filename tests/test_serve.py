@@ -1,4 +1,5 @@
-"""The HTTP service: real clip -> 200 + top-5, bad uploads -> 4xx with a reason, overload -> 503, still healthy."""
+"""The HTTP service: real clip -> 200 + top-5 (raw body or multipart form), the page at /, KServe v2 health and
+metadata, bad uploads -> 4xx with a reason, overload -> 503, still healthy."""
 
 from __future__ import annotations
 
@@ -40,16 +41,32 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RecognitionServ
     srv.server_close()
 
 
-def request(srv: RecognitionServer, method: str, path: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None) -> tuple[int, dict, dict[str, str]]:
+def raw_request(srv: RecognitionServer, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
     host, port = srv.server_address[:2]
     conn = http.client.HTTPConnection(host, port, timeout=60)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"{}"), dict(resp.getheaders())
+        return resp.status, resp.read(), dict(resp.getheaders())
     finally:
         conn.close()
+
+
+def request(srv: RecognitionServer, method: str, path: str, body: bytes | None = None,
+            headers: dict[str, str] | None = None) -> tuple[int, dict, dict[str, str]]:
+    status, data, got = raw_request(srv, method, path, body, headers)
+    return status, json.loads(data or b"{}"), got
+
+
+def form(fields: list[tuple[str, str | None, bytes]], boundary: str = "----sltrain-test-7MA4YWxk") -> tuple[bytes, str]:
+    """A multipart/form-data body of ``(name, filename or None, data)`` parts, as a browser or curl -F sends it."""
+    out = b""
+    for name, filename, data in fields:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        kind = "Content-Type: video/mp4\r\n" if filename else ""
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{kind}\r\n".encode() + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 def healthy(srv: RecognitionServer) -> bool:
@@ -72,6 +89,51 @@ def test_real_clip(server: RecognitionServer) -> None:
     assert payload["num_frames"] == 24 and "path" not in payload
 
 
+def test_multipart_form_gives_the_same_answer_as_the_raw_body(server: RecognitionServer) -> None:
+    """`curl -F video=@clip.mp4` (and the web page) send a form: its file is the video."""
+    raw = request(server, "POST", "/predict", CLIP.read_bytes())[1]
+    body, kind = form([("note", None, b"hello"), ("video", "32146.mp4", CLIP.read_bytes())])
+    status, payload, _ = request(server, "POST", "/predict", body, {"Content-Type": kind})
+    assert status == 200, payload
+    assert payload["top"] == raw["top"] and payload["num_frames"] == 24
+    # a file under another field name is taken too (the first file of the form)
+    body, kind = form([("clip", "x.mp4", CLIP.read_bytes())])
+    assert request(server, "POST", "/predict", body, {"Content-Type": kind})[1]["top"] == raw["top"]
+
+
+def test_page_at_root(server: RecognitionServer) -> None:
+    status, page, headers = raw_request(server, "GET", "/")
+    text = page.decode()
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "sign-recognizer" in text and "8 glosses" in text and 'id="file"' in text and "MediaRecorder" in text
+    assert "default-src 'none'" in headers["Content-Security-Policy"] and "://" not in text  # nothing external
+
+
+def test_kserve_v2_health_and_metadata(server: RecognitionServer) -> None:
+    assert request(server, "GET", "/v2/health/ready")[:2] == (200, {"ready": True})
+    assert request(server, "GET", "/v2/health/live")[:2] == (200, {"live": True})
+    status, meta, _ = request(server, "GET", "/v2")
+    assert status == 200 and meta["name"] == "sltrain-serve" and meta["extensions"] == []
+    status, model, _ = request(server, "GET", "/v2/models/sign-recognizer")
+    assert status == 200 and model["name"] == "sign-recognizer" and model["versions"] == ["1"]
+    recognizer = server.recognizer
+    spec = recognizer.spec
+    assert model["inputs"] == [
+        {"name": "pose", "datatype": "FP32", "shape": [1, spec.num_frames, spec.num_points, spec.num_channels]},
+        {"name": "mask", "datatype": "FP32", "shape": [1, spec.num_frames]}]
+    assert model["outputs"] == [{"name": "gloss", "datatype": "FP32", "shape": [1, 8]}]
+    # the IR's real tensors have those names and shapes
+    import openvino as ov
+
+    ir = ov.Core().read_model(str(recognizer.path))
+    assert {i.get_any_name(): list(i.get_shape()) for i in ir.inputs} == {i["name"]: i["shape"] for i in model["inputs"]}
+    assert request(server, "GET", "/v2/models/sign-recognizer/versions/1")[1] == model
+    assert request(server, "GET", "/v2/models/sign-recognizer/ready")[:2] == (200, {"name": "sign-recognizer",
+                                                                                   "ready": True})
+    assert request(server, "GET", "/v2/models/other")[0] == 404
+    assert request(server, "GET", "/v2/models/sign-recognizer/versions/2")[0] == 404
+
+
 def test_bad_uploads(server: RecognitionServer) -> None:
     noise = np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes()
     status, payload, _ = request(server, "POST", "/predict", noise)
@@ -82,7 +144,14 @@ def test_bad_uploads(server: RecognitionServer) -> None:
     assert status == 413 and payload["error"] == "too_large"
     status, payload, _ = request(server, "POST", "/predict", CLIP.read_bytes(),
                                  {"Content-Type": "multipart/form-data; boundary=x"})
-    assert status == 415 and "raw video" in payload["detail"]
+    assert status == 400 and payload["error"] == "missing_body" and "no file" in payload["detail"]
+    status, payload, _ = request(server, "POST", "/predict", CLIP.read_bytes(), {"Content-Type": "multipart/form-data"})
+    assert status == 400 and "boundary" in payload["detail"]
+    body, kind = form([("video", None, CLIP.read_bytes())])  # a text field, not a file
+    assert request(server, "POST", "/predict", body, {"Content-Type": kind})[:2][0] == 400
+    body, kind = form([("video", "noise.mp4", noise)])
+    status, payload, _ = request(server, "POST", "/predict", body, {"Content-Type": kind})
+    assert status == 415 and payload["error"] == "not_a_video"
     server.max_seconds = 0.5
     try:
         status, payload, _ = request(server, "POST", "/predict", CLIP.read_bytes())

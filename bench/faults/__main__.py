@@ -9,7 +9,7 @@ Every module of :data:`MODULES` that exists is imported and its
 ``run(workdir, repeats, seed) -> list[FaultOutcome]`` called (a module whose categories are all
 left out by ``--only`` is skipped; one whose ``run`` takes ``categories`` gets the ones wanted). The table (category, fault kind, injected, survived, data
 lost) and its totals are printed, written as JSON (default ``bench/results/faults.json``) and,
-with ``--write-readme``, put into ``README.md`` between ``<!-- faults:begin -->`` and
+with ``--write-readme``, put into ``docs/reliability.md`` between ``<!-- faults:begin -->`` and
 ``<!-- faults:end -->`` with the command and the date. The exit status is 1 when any fault was
 not survived or lost data (its failures are printed), 0 otherwise.
 """
@@ -35,7 +35,8 @@ from typing import Any
 from bench.faults.common import CATEGORIES, FaultOutcome
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-README = REPO_ROOT / "README.md"
+README = REPO_ROOT / "docs" / "reliability.md"
+"""Where ``--write-readme`` puts the table (it moved from README.md with the reference material)."""
 BEGIN, END = "<!-- faults:begin -->", "<!-- faults:end -->"
 DEFAULT_JSON = REPO_ROOT / "bench" / "results" / "faults.json"
 
@@ -129,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, default=None,
                    help="scratch folder (default: a temporary folder, removed at the end)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="JSON output (default %(default)s)")
-    p.add_argument("--write-readme", action="store_true", help="put the table into README.md between the markers")
+    p.add_argument("--write-readme", action="store_true", help="put the table into docs/reliability.md between the markers")
     return p
 
 

@@ -36,7 +36,7 @@ Four categories, one :class:`~bench.faults.common.FaultOutcome` per fault kind.
 ``serve``
     ``python -m sltrain serve`` as a subprocess with a small exported model: oversized uploads
     (honest and lying ``Content-Length``), slow uploads (body and headers trickled below any
-    timeout), malformed requests (multipart, JSON, chunked, bad lengths, garbage request lines),
+    timeout), malformed requests (a multipart form without a file, JSON, chunked, bad lengths, garbage request lines),
     and many uploads at once. Survived when each gets a 4xx (or 503 busy) with a reason within
     :func:`serve_time_bound`, the server's resident memory grows less than
     :data:`SERVE_RSS_BOUND_BYTES` over the run, and it still answers ``/health`` and a good
@@ -1122,10 +1122,12 @@ def serve_faults(srv: ServeProcess, rng: random.Random, clip: bytes) -> dict[str
     expect("slow upload", "body stalls", answer, secs, {400, 408})
     # malformed requests
     boundary = "----x" + str(rng.randrange(10**9))
-    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"; filename=\"a.mp4\"\r\n"
-            f"Content-Type: video/mp4\r\n\r\n").encode() + clip + f"\r\n--{boundary}--\r\n".encode()
+    # a form (which serve takes) whose video is a text field, not a file: refused as holding no video
+    form = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"video\"\r\n\r\n").encode() + clip + \
+        f"\r\n--{boundary}--\r\n".encode()
     for variant, chunks, statuses in [
-        ("multipart form", [head(len(form), f"Content-Type: multipart/form-data; boundary={boundary}\r\n"), form], {415}),
+        ("multipart form without a file", [head(len(form), f"Content-Type: multipart/form-data; boundary={boundary}\r\n"),
+                                           form], {400}),
         ("JSON body", [head(60, "Content-Type: application/json\r\n"),
                        json.dumps({"video": "AAAA" * 10, "url": "file:///etc/passwd"})[:60].ljust(60).encode()], {415}),
         ("chunked body", [b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"],

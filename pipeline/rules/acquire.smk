@@ -16,9 +16,9 @@ rule acquire:
     resources:
         network=1,
     log:
-        "logs/acquire/shard-{shard}.log",
+        log_path("acquire/shard-{shard}.log"),
     benchmark:
-        "benchmarks/acquire/shard-{shard}.tsv"
+        benchmark_path("acquire/shard-{shard}.tsv")
     shell:
         "python -m sldata acquire --samples {input.samples:q} --shard {wildcards.shard} --shards {params.shards}"
         " --out-dir {params.out_dir:q} --cache-dir {params.cache_dir:q} --no-progress {params.acquire}"
@@ -35,7 +35,7 @@ rule coverage:
     params:
         min_success_ratio=config["acquire"]["min_success_ratio"],
     log:
-        "logs/coverage.log",
+        log_path("coverage.log"),
     shell:
         "python -m sldata coverage --clips {input.clips:q} --min-success-ratio {params.min_success_ratio}"
         " --metrics {output.metrics:q} --report {output.report:q} > {log} 2>&1"

@@ -8,6 +8,8 @@ from sldata.section_args import section_flags
 validate_params(config, source="params.yaml (Snakemake config)")
 
 DATA = config["data_dir"]
+LOGS = config["logs_dir"]
+BENCHMARKS = config["benchmarks_dir"]
 SOURCES = config["sources"]
 SUBSET = config["subset"]
 SHARDS = config["shards"]["count"]
@@ -23,6 +25,16 @@ wildcard_constraints:
 def data_path(*parts):
     """A path under the configured data_dir."""
     return "/".join([DATA, *parts])
+
+
+def log_path(name):
+    """A rule's log file under the configured logs_dir."""
+    return "/".join([LOGS, name])
+
+
+def benchmark_path(name):
+    """A rule's benchmark file under the configured benchmarks_dir."""
+    return "/".join([BENCHMARKS, name])
 
 
 def get_wlasl_annotation(wildcards):
@@ -67,4 +79,5 @@ def get_final_outputs():
         data_path("train", "metrics.json"),
         data_path("eval", "metrics.json"),
         data_path("export", "sign-recognizer"),
+        data_path("example", "prediction.txt"),
     ]

@@ -25,9 +25,9 @@ rule frames:
         frames=section_flags(config["frames"]),
     threads: config["frames"]["workers"]
     log:
-        "logs/frames/shard-{shard}.log",
+        log_path("frames/shard-{shard}.log"),
     benchmark:
-        "benchmarks/frames/shard-{shard}.tsv"
+        benchmark_path("frames/shard-{shard}.tsv")
     shell:
         "python -m sldata frames --clips-dir {params.clips_dir:q} --shard {wildcards.shard} --shards {params.shards}"
         " --out-dir {params.out_dir:q} --no-progress {params.frames} > {log} 2>&1"
@@ -57,9 +57,9 @@ rule hand_crops:
         hand_crops=section_flags(config["hand_crops"]),
     threads: config["hand_crops"]["workers"]
     log:
-        "logs/hand_crops/shard-{shard}.log",
+        log_path("hand_crops/shard-{shard}.log"),
     benchmark:
-        "benchmarks/hand_crops/shard-{shard}.tsv"
+        benchmark_path("hand_crops/shard-{shard}.tsv")
     shell:
         "python -m sldata hand-crops --clips-dir {params.clips_dir:q} --pose-dir {params.pose_dir:q}"
         " --shard {wildcards.shard} --shards {params.shards} --out-dir {params.out_dir:q} --no-progress"
@@ -80,16 +80,16 @@ rule pose_summary:
     output:
         csv=data_path("pose_summary", "summary.csv"),
         metrics=data_path("pose_summary", "summary.json"),
-        png=data_path("pose_summary", "summary.png"),
+        png=report(data_path("pose_summary", "summary.png"), caption="../report/pose_summary.rst", category="Pose"),
     params:
         pose_dir=lambda wildcards, input: shard_root(input.pose[0]),
         clips_dir=lambda wildcards, input: shard_root(input.clips[0]),
         out_dir=lambda wildcards, output: os.path.dirname(output.csv),
         shards=SHARDS,
     log:
-        "logs/pose_summary.log",
+        log_path("pose_summary.log"),
     benchmark:
-        "benchmarks/pose_summary.tsv"
+        benchmark_path("pose_summary.tsv")
     shell:
         "python -m sldata pose-summary --pose-dir {params.pose_dir:q} --clips-dir {params.clips_dir:q}"
         " --shards {params.shards} --out-dir {params.out_dir:q} > {log} 2>&1"

@@ -21,9 +21,9 @@ rule manifest:
         msasl_splits=SOURCES["msasl"]["splits"],
         msasl_tolerance_s=SOURCES["msasl"]["max_time_frame_disagreement_s"],
     log:
-        "logs/manifest.log",
+        log_path("manifest.log"),
     benchmark:
-        "benchmarks/manifest.tsv"
+        benchmark_path("manifest.tsv")
     shell:
         "python -m sldata manifest --out-dir {params.out_dir:q} --raw-dir {params.raw_dir:q}"
         " --wlasl-enabled {params.wlasl_enabled} --wlasl-local-path={params.wlasl_local_path:q}"

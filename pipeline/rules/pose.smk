@@ -19,9 +19,9 @@ rule pose:
         pose=section_flags(config["pose"]),
     threads: config["pose"]["workers"]
     log:
-        "logs/pose/shard-{shard}.log",
+        log_path("pose/shard-{shard}.log"),
     benchmark:
-        "benchmarks/pose/shard-{shard}.tsv"
+        benchmark_path("pose/shard-{shard}.tsv")
     shell:
         "python -m sldata pose --clips-dir {params.clips_dir:q} --shard {wildcards.shard} --shards {params.shards}"
         " --out-dir {params.out_dir:q} --cache-dir {params.cache_dir:q} --no-progress {params.pose} > {log} 2>&1"
@@ -41,9 +41,9 @@ rule pack_pose:
         out_dir=lambda wildcards, output: os.path.dirname(output.keypoints),
         shards=SHARDS,
     log:
-        "logs/pack_pose.log",
+        log_path("pack_pose.log"),
     benchmark:
-        "benchmarks/pack_pose.tsv"
+        benchmark_path("pack_pose.tsv")
     shell:
         "python -m sldata pack-pose --pose-dir {params.pose_dir:q} --shards {params.shards}"
         " --samples {input.samples:q} --out-dir {params.out_dir:q} > {log} 2>&1"

@@ -17,7 +17,7 @@ rule subset:
         val=SUBSET["resplit"]["fractions"]["val"],
         test=SUBSET["resplit"]["fractions"]["test"],
     log:
-        "logs/subset.log",
+        log_path("subset.log"),
     shell:
         "python -m sldata subset --manifest {input.manifest:q} --out-dir {params.out_dir:q}"
         " --dataset {params.dataset} --k {params.k} --classes={params.classes:q}"

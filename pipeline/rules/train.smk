@@ -10,7 +10,7 @@ rule train:
         model=data_path("train", "model.pt"),
         metrics=data_path("train", "metrics.json"),
         history=data_path("train", "history.csv"),
-        curves=data_path("train", "curves.png"),
+        curves=report(data_path("train", "curves.png"), caption="../report/curves.rst", category="Training"),
     params:
         packed=lambda wildcards, input: os.path.dirname(input.keypoints),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
@@ -22,9 +22,9 @@ rule train:
     resources:
         gpu=1 if config["train"]["device"].startswith("cuda") else 0,
     log:
-        "logs/train.log",
+        log_path("train.log"),
     benchmark:
-        "benchmarks/train.tsv"
+        benchmark_path("train.tsv")
     shell:
         "python -m sltrain train --packed {params.packed:q} --label-map {input.label_map:q}"
         " --samples {input.samples:q} --out-dir {params.out_dir:q} --work-dir {params.work_dir:q} --no-progress"
@@ -58,9 +58,9 @@ rule train_rgb:
     resources:
         gpu=1 if config["train_rgb"]["device"].startswith("cuda") else 0,
     log:
-        "logs/train_rgb.log",
+        log_path("train_rgb.log"),
     benchmark:
-        "benchmarks/train_rgb.tsv"
+        benchmark_path("train_rgb.tsv")
     shell:
         "python -m sltrain train-rgb --frames {params.frames_dir:q} --samples {input.samples:q}"
         " --label-map {input.label_map:q} --out-dir {params.out_dir:q} --work-dir {params.work_dir:q} --no-progress"
@@ -94,9 +94,9 @@ rule train_hands:
     resources:
         gpu=1 if config["train_hands"]["device"].startswith("cuda") else 0,
     log:
-        "logs/train_hands.log",
+        log_path("train_hands.log"),
     benchmark:
-        "benchmarks/train_hands.tsv"
+        benchmark_path("train_hands.tsv")
     shell:
         "python -m sltrain train-hands --hand-crops {params.crops_dir:q} --packed {params.packed:q}"
         " --samples {input.samples:q} --label-map {input.label_map:q} --out-dir {params.out_dir:q}"
@@ -113,24 +113,28 @@ rule evaluate:
         samples=data_path("subset", "samples.parquet"),
     output:
         metrics=data_path("eval", "metrics.json"),
-        val=directory(data_path("eval", "val")),
+        val=report(directory(data_path("eval", "val")), patterns=["{name}.png"], caption="../report/confusion.rst",
+                   category="Evaluation"),
         test=directory(data_path("eval", "test")),
     params:
         packed=lambda wildcards, input: os.path.dirname(input.keypoints),
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
         seed=config["train"]["seed"],
     log:
-        "logs/evaluate.log",
+        log_path("evaluate.log"),
+    benchmark:
+        benchmark_path("evaluate.tsv")
     shell:
         "python -m sltrain evaluate --model {input.model:q} --packed {params.packed:q} --samples {input.samples:q}"
         " --splits val,test --seed {params.seed} --out-dir {params.out_dir:q} > {log} 2>&1"
 
 
 rule export:
-    """The trained model -> OpenVINO IR + ONNX model repository, refused unless PyTorch, OpenVINO and ONNX agree on real val clips."""
+    """The trained model -> OpenVINO IR + ONNX model repository with a model card, refused unless PyTorch, OpenVINO and ONNX agree on real val clips."""
     input:
         model=data_path("train", "model.pt"),
         keypoints=data_path("features", "pose", "keypoints.npy"),
+        evaluation=data_path("eval", "metrics.json"),  # for the model card
     output:
         repo=directory(data_path("export", "sign-recognizer")),
     params:
@@ -138,10 +142,10 @@ rule export:
         packed=lambda wildcards, input: os.path.dirname(input.keypoints),
         export=section_flags(config["export"]),
     log:
-        "logs/export.log",
+        log_path("export.log"),
     benchmark:
-        "benchmarks/export.tsv"
+        benchmark_path("export.tsv")
     shell:
         "python -m sltrain export {input.model:q} --out {params.out_dir:q} --name sign-recognizer --version 1"
-        " --overwrite --parity-packed {params.packed:q} {params.export}"
+        " --overwrite --parity-packed {params.packed:q} --eval-metrics {input.evaluation:q} {params.export}"
         " > {log} 2>&1"

@@ -110,7 +110,8 @@ class DownloadSettings:
     cookiefile
         Netscape cookie file for yt-dlp (age-gated YouTube videos), or None.
     progress
-        Show a tqdm bar: True, False, or None (only on a terminal).
+        A tqdm bar on a terminal (True or None) or never (False); without a bar, timestamped
+        progress lines go to the log (:class:`sldata.progress.Progress`).
     min_speed_bytes_s
         Speed floor of a transfer: ``socket_timeout_s`` after its first block, a transfer
         whose body has arrived slower than this on average since then is abandoned as
@@ -905,12 +906,11 @@ def download_sources(
 
 
 def _run(todo: list[SourceRequest], ledger: Ledger, ledger_path: Path, ctx: _Context) -> None:
-    from tqdm import tqdm
+    from sldata.progress import Progress
 
     settings = ctx.settings
-    disable = None if settings.progress is None else not settings.progress
     last_save = time.monotonic()
-    with tqdm(total=len(todo), desc="download", unit="video", disable=disable) as bar, \
+    with Progress(total=len(todo), desc="download", unit="video", bar=settings.progress) as bar, \
             ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="download") as pool:
         futures: dict[Future[LedgerRow], SourceRequest] = {
             pool.submit(_acquire, req, ledger.get(req.source_key), ctx): req for req in todo

@@ -55,11 +55,7 @@ import pandas as pd
 from sldata.acquire.crops import EPS_S, REJECT_COLUMNS
 from sldata.settings import settings_from_dict
 from sldata.atomic import atomic_path, is_out_of_space, write_json
-
-try:  # tqdm is a declared dependency; degrade to no progress bar if it is absent.
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None  # type: ignore[assignment]
+from sldata.progress import Progress
 
 
 class TrimReason:
@@ -617,7 +613,7 @@ def trim_clips(rows: pd.DataFrame, source_paths: Mapping[str, str | Path], out_d
         if missing:
             raise KeyError(f"rows lack the crop column(s) {missing}; run the crop cleaning first or pass start_col/end_col")
     items = rows.to_dict("records")
-    bar = tqdm(items, desc="trim", unit="clip", disable=not progress) if tqdm is not None else items
+    bar = Progress(items, desc=f"trim {out_dir.parent.name}", unit="clip", bar=progress)
     for row in bar:
         sample_id = str(row["sample_id"])
         dst = out_dir / f"{sample_id}.mp4"

@@ -62,12 +62,8 @@ from sldata.pose.estimator import PoseEstimator, holistic_skeleton, validate_hol
 from sldata.pose.skeleton import Skeleton, present
 from sldata.pose.store import (SETTINGS_KEY, SKELETON_KEY, ClipPose, check_storage, records_to_table,
                                shard_schema, write_table)
+from sldata.progress import Progress
 from sldata.settings import settings_from_dict
-
-try:  # tqdm is a declared dependency; degrade to no progress bar if it is absent.
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -514,7 +510,8 @@ def extract_pose_shard(clips: pd.DataFrame, out_path: str | os.PathLike[str],
     settings
         :class:`PoseSettings`.
     progress
-        Show a progress bar.
+        A progress bar on a terminal; timestamped progress lines in the log otherwise or with
+        False (:class:`sldata.progress.Progress`).
     cache_dir
         Folder of cached finished shards (see "Reuse across runs" in the module docs): rows
         of unchanged clips are taken from it and the finished shard is stored in it. ``None``
@@ -577,8 +574,7 @@ def extract_pose_shard(clips: pd.DataFrame, out_path: str | os.PathLike[str],
         next_n += 1
         buffer.clear()
 
-    bar = (tqdm(total=len(todo), desc=f"pose {out.name}", unit="clip", disable=not progress)
-           if tqdm is not None else None)
+    bar = Progress(total=len(todo), desc=f"pose {out.stem}", unit="clip", bar=progress)
     try:
         for rec in _results(todo, settings):
             buffer.append(rec)

@@ -52,11 +52,7 @@ from sldata.pose.extract import ClipReader, PoseClipError
 from sldata.pose.handcrops import HandCropSettings, crop_hands, hand_crop_boxes
 from sldata.pose.skeleton import Skeleton
 from sldata.pose.store import read_pose_settings, read_pose_shard
-
-try:  # tqdm is a declared dependency; degrade to no progress bar if it is absent.
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None  # type: ignore[assignment]
+from sldata.progress import Progress
 
 CROPS_NPY = "crops.npy"
 CROPS_PARQUET = "crops.parquet"
@@ -196,7 +192,8 @@ def hand_crops_shard(clips: pd.DataFrame, pose_path: str | os.PathLike[str], out
     settings
         :class:`HandCropStageSettings`.
     progress
-        Show a progress bar.
+        A progress bar on a terminal; timestamped progress lines in the log otherwise or with
+        False (:class:`sldata.progress.Progress`).
 
     Returns
     -------
@@ -265,8 +262,7 @@ def hand_crops_shard(clips: pd.DataFrame, pose_path: str | os.PathLike[str], out
     boxes: list[np.ndarray] = []
     n_frames = 0
     results: Iterator[Any] = _ordered_map(work, todo, settings.workers)
-    bar = (tqdm(total=len(items), desc=f"hand crops {out.name}", unit="clip", disable=not progress)
-           if tqdm is not None else None)
+    bar = Progress(total=len(items), desc=f"hand crops {out.name}", unit="clip", bar=progress)
     with atomic_path(crops_path) as tmp:
         writer: _NpyAppender | _JpegParquet = (_NpyAppender(tmp, (HANDS, size, size, 3)) if settings.storage == "npy"
                                                else _JpegParquet(tmp))

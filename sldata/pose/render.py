@@ -7,7 +7,9 @@ points as small dots; missing points and edges touching them are not drawn) and 
 * ``.mp4``: H.264 (libx264, yuv420p; odd frame sizes are padded with one black row/column);
 * ``.gif``: PyAV's GIF encoder, each frame with its own 256-colour palette (Pillow's
   fast-octree quantizer, no dithering, so the overlay colours stay flat). GIF frame delays are
-  whole centiseconds, so a 30 fps clip plays at 100/3 fps.
+  whole centiseconds, so a 30 fps clip plays at 100/3 fps;
+* ``.png``: a still for reports, :data:`SHEET_FRAMES` keypoint frames spread evenly over the
+  clip, side by side (:func:`render_contact_sheet`).
 
 Colours (RGB) are those of :data:`PART_COLORS`: the signer's left hand magenta, right hand
 cyan, body green, face yellow. Output is written atomically.
@@ -42,6 +44,8 @@ PART_COLORS: dict[str, tuple[int, int, int]] = {
 DEFAULT_FPS = Fraction(25)
 MP4_CRF = 20
 MP4_PRESET = "veryfast"
+SHEET_FRAMES = 4
+"""Frames of a ``.png`` contact sheet."""
 
 
 def _sizes(width: int, height: int) -> tuple[int, int, int]:
@@ -133,6 +137,42 @@ def _gif_frame(image: np.ndarray) -> av.VideoFrame:
     return av.VideoFrame.from_ndarray((np.asarray(quant, dtype=np.uint8), argb), format="pal8")
 
 
+def sheet_indices(num_frames: int, count: int = SHEET_FRAMES) -> list[int]:
+    """``count`` frame indices spread evenly over ``num_frames`` (centres of equal segments)."""
+    if num_frames < 1:
+        return []
+    count = min(count, num_frames)
+    return sorted({int((i + 0.5) * num_frames / count) for i in range(count)})
+
+
+def render_contact_sheet(video_path: str | os.PathLike[str], keypoints: np.ndarray, skeleton: Skeleton,
+                         out_path: str | os.PathLike[str], frames: int = SHEET_FRAMES, min_confidence: float = 0.0,
+                         frame_step: int = 1) -> int:
+    """Write a PNG of ``frames`` keypoint frames of the clip, skeleton drawn, side by side.
+
+    The frames are spread evenly over the keypoint frames (:func:`sheet_indices`); arguments
+    are as for :func:`render_overlay`. Returns the number of frames drawn.
+    """
+    kp = np.asarray(keypoints)
+    if kp.ndim != 3 or kp.shape[1:] != (skeleton.num_points, 4):
+        raise ValueError(f"keypoints must have shape [frames, {skeleton.num_points}, 4] for a skeleton with "
+                         f"face={skeleton.face!r}, got {kp.shape}")
+    if frames < 1:
+        raise ValueError(f"frames must be at least 1, got {frames}")
+    decoded, _, container = _decode(Path(video_path), int(frame_step))
+    with container:
+        images = [image for image, _ in zip(decoded, range(len(kp)))]
+    wanted = sheet_indices(min(len(images), len(kp)), frames)
+    if not wanted:
+        raise ValueError(f"{video_path}: no frame to render ({len(kp)} keypoint frames)")
+    tiles = [draw_skeleton(images[i], kp[i], skeleton, min_confidence) for i in wanted]
+    height = max(t.shape[0] for t in tiles)
+    tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 0), (0, 0))) for t in tiles]
+    with atomic_path(out_path) as tmp:
+        Image.fromarray(np.concatenate(tiles, axis=1)).save(tmp, format="PNG")
+    return len(tiles)
+
+
 def render_overlay(video_path: str | os.PathLike[str], keypoints: np.ndarray, skeleton: Skeleton,
                    out_path: str | os.PathLike[str], fps: float | None = None, max_frames: int | None = None,
                    min_confidence: float = 0.0, frame_step: int = 1) -> int:
@@ -148,7 +188,8 @@ def render_overlay(video_path: str | os.PathLike[str], keypoints: np.ndarray, sk
     skeleton
         Layout of ``keypoints``.
     out_path
-        Output file; ``.gif`` gives an animated GIF, anything else an MP4.
+        Output file; ``.gif`` gives an animated GIF, ``.png`` a still of a few frames
+        (:func:`render_contact_sheet`), anything else an MP4.
     fps
         Output frame rate; default the clip's average rate (25 when it states none) divided by
         ``frame_step``, so the overlay plays at the clip's speed.
@@ -184,6 +225,9 @@ def render_overlay(video_path: str | os.PathLike[str], keypoints: np.ndarray, sk
     if isinstance(frame_step, bool) or not isinstance(frame_step, (int, np.integer)) or frame_step < 1:
         raise ValueError(f"frame_step must be an integer >= 1, got {frame_step!r}")
     video_path, out_path = Path(video_path), Path(out_path)
+    if out_path.suffix.lower() == ".png":
+        return render_contact_sheet(video_path, kp, skeleton, out_path, min_confidence=min_confidence,
+                                    frame_step=int(frame_step))
     is_gif = out_path.suffix.lower() == ".gif"
     limit = len(kp) if max_frames is None else min(len(kp), max_frames)
 
