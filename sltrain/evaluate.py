@@ -46,7 +46,9 @@ def evaluate(model_path: str | os.PathLike[str], packed_dir: str | os.PathLike[s
     samples = pd.read_parquet(samples_path)
     clips = PoseClips(packed_dir, tuple(splits), spec)
     out = Path(out_dir)
-    combined: dict[str, Any] = {"model": ckpt["model"]["name"], "trained_epochs": int(ckpt["epoch"])}
+    trained_on = list(ckpt.get("trained_on", ["train"]))
+    combined: dict[str, Any] = {"model": ckpt["model"]["name"], "trained_epochs": int(ckpt["epoch"]),
+                                "trained_on": trained_on}
     for split in splits:
         rows = clips.rows_of(split)
         scores = score_split(model, clips, split)
@@ -61,6 +63,9 @@ def evaluate(model_path: str | os.PathLike[str], packed_dir: str | os.PathLike[s
         confusion = confusion_matrix(index["label"].to_numpy(dtype=np.int64), preds, len(classes))
         write_evaluation(out / split, metrics, predictions, confusion, classes)
         combined[split] = {k: v for k, v in metrics.items() if k != "per_signer"}
+        combined[split]["held_out"] = split not in trained_on  # false: the model trained on this split
+        if split in trained_on:
+            log.warning("%s: the model was trained on this split (final fit); its scores here are not held out", split)
         log.info("%s: %s clips evaluated of %s annotated; per-instance top-1 %s", split, metrics.get("clips_evaluated"),
                  annotated, metrics.get("per_instance_top1"))
     write_json(out / "metrics.json", combined)

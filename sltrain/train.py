@@ -116,6 +116,7 @@ class TrainConfig:
     ensemble_weights: str = "equal"
     flip_tta: bool = False
     loader_workers: int = 0
+    final_fit: bool = False
 
     def __post_init__(self) -> None:
         if self.ensemble_weights not in ENSEMBLE_WEIGHTS:
@@ -355,24 +356,40 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
     clips = PoseClips(packed_dir, ("train", "val"), spec)
     description = f"input {spec.num_frames} frames x {spec.num_points} points x {spec.num_channels} channels"
 
-    def fit_one(one: TrainConfig, out: str | os.PathLike[str], work: str | os.PathLike[str]) -> dict[str, Any]:
+    def fit_one(one: TrainConfig, out: str | os.PathLike[str], work: str | os.PathLike[str],
+                on_val: bool = False) -> dict[str, Any]:
         return fit(clips, augmenter_for(one.augment, spec),
                    lambda heads: build_pose_model(one.model, one.model_build_config(), spec, heads),
                    spec.to_dict(), description,
-                   {"train": dataclasses.asdict(one), "features": dataclasses.asdict(features)}, label_map_path, out,
-                   work, one, params, progress, max_epochs_this_run, samples_path, source=packed_dir,
-                   model_config=one.model_build_config())
+                   {"train": dataclasses.asdict(one), "features": dataclasses.asdict(features), "final_fit": on_val},
+                   label_map_path, out, work, one, params, progress, max_epochs_this_run, samples_path,
+                   source=packed_dir, model_config=one.model_build_config(), fit_on_val=on_val)
 
+    def final_fit(one: TrainConfig, selected: Mapping[str, Any], work: Path) -> Path:
+        """Retrain on train + val for the epochs val chose (``train.final_fit``); returns its output folder."""
+        epochs = max(1, int(selected["best_epoch"]))
+        log.info("final fit on train + val: %d epochs (the best val epoch of the selection run)", epochs)
+        final = dataclasses.replace(one, epochs=epochs, warmup_epochs=min(one.warmup_epochs, epochs))
+        fit_one(final, work / "final" / "out", work / "final", on_val=True)
+        return work / "final" / "out"
+
+    work = Path(work_dir)
     if not cfg.ensemble:
-        return fit_one(cfg, out_dir, work_dir)
+        metrics = fit_one(cfg, out_dir, work)
+        if cfg.final_fit and metrics.get("finished", True):
+            publish_final_fit(final_fit(cfg, metrics, work), out_dir, metrics)
+        return metrics
     member_metrics = {}
     for name in cfg.ensemble:
         log.info("ensemble member %s (%d of %d)", name, len(member_metrics) + 1, len(cfg.ensemble))
-        member_metrics[name] = fit_one(cfg.member(name), Path(work_dir) / name / "out", Path(work_dir) / name)
+        member_metrics[name] = fit_one(cfg.member(name), work / name / "out", work / name)
         if not member_metrics[name].get("finished", True) and max_epochs_this_run is not None:
             return member_metrics[name]  # a test's simulated kill: the next run resumes this member
-    return assemble_ensemble(clips, {name: Path(work_dir) / name / "out" for name in cfg.ensemble}, member_metrics,
-                             cfg, out_dir, params)
+    finals = None
+    if cfg.final_fit:
+        finals = {name: final_fit(cfg.member(name), member_metrics[name], work / name) for name in cfg.ensemble}
+    return assemble_ensemble(clips, {name: work / name / "out" for name in cfg.ensemble}, member_metrics,
+                             cfg, out_dir, params, final_dirs=finals)
 
 
 @dataclass(frozen=True)
@@ -484,7 +501,7 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
         label_map_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], work_dir: str | os.PathLike[str],
         cfg: TrainConfig, params: Mapping[str, Any] | None, progress: bool, max_epochs_this_run: int | None,
         samples_path: str | os.PathLike[str] | None, source: str | os.PathLike[str] = "",
-        model_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        model_config: Mapping[str, Any] | None = None, fit_on_val: bool = False) -> dict[str, Any]:
     """The training loop (see the module docs); returns the metrics written to ``out_dir/metrics.json``.
 
     Parameters
@@ -504,6 +521,10 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
     model_config
         The model description's ``config`` stored in checkpoints (default ``cfg.model_config``;
         pose models add ``flip_tta``, see :meth:`TrainConfig.model_build_config`).
+    fit_on_val
+        A final fit: train on the train *and* val clips for ``cfg.epochs`` and keep the last epoch
+        (no selection, no early stop); the val scores it logs are on training data. The
+        checkpoints record ``trained_on: [train, val]``.
     """
     from sldata.progress import Progress
     from sltrain import distributed as dist
@@ -524,6 +545,9 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
     train_rows, val_rows = clips.rows_of("train"), clips.rows_of("val")
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError(f"{source}: need train and val clips, found {len(train_rows)} / {len(val_rows)}")
+    trained_on = ["train", "val"] if fit_on_val else ["train"]
+    if fit_on_val:
+        train_rows = np.concatenate([train_rows, val_rows])
     needs_samples = any(h["column"] not in clips.index.columns for h in cfg.heads.values())
     targets = HeadTargets(cfg.heads, clips.index, train_rows, classes,
                           read_samples(samples_path) if needs_samples else None)
@@ -585,6 +609,7 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
             "label_map": {**label_map, "classes": classes},
             "params": _params_payload(params or config_record),
             "epoch": epoch,
+            "trained_on": trained_on,
         }
         if with_state:
             p["state"] = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
@@ -647,7 +672,7 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
         log.info("epoch %d: train loss %.3f, val loss %.3f, val top-1 %.3f, top-5 %.3f (%.0f s)", epoch + 1,
                  total_loss / seen, val_loss, top1, top5, elapsed)
         # Files: the best checkpoint, then the resumable state (every epoch).
-        if top1 > best["val_top1"]:
+        if top1 > best["val_top1"] or fit_on_val:  # a final fit keeps its last epoch
             best, stale = {"val_top1": top1, "val_top5": top5, "val_loss": val_loss, "epoch": epoch + 1}, 0
             if ctx.is_main:
                 save_checkpoint(best_path, payload(epoch + 1, with_state=False))
@@ -677,8 +702,8 @@ def fit(clips: ClipSource, augment: Any, build_model: Callable[[dict[str, Any]],
 
 
 def assemble_ensemble(clips: PoseClips, member_dirs: Mapping[str, Path], member_metrics: Mapping[str, Mapping[str, Any]],
-                      cfg: TrainConfig, out_dir: str | os.PathLike[str],
-                      params: Mapping[str, Any] | None) -> dict[str, Any]:
+                      cfg: TrainConfig, out_dir: str | os.PathLike[str], params: Mapping[str, Any] | None,
+                      final_dirs: Mapping[str, Path] | None = None) -> dict[str, Any]:
     """Mix trained members into one :class:`~sltrain.models.ensemble.EnsembleClassifier` checkpoint.
 
     Each member's ``model.pt`` (its best epoch on val) is scored on the val clips; the mixture
@@ -686,6 +711,9 @@ def assemble_ensemble(clips: PoseClips, member_dirs: Mapping[str, Path], member_
     ``model.pt``, ``metrics.json`` (the mixture's val scores, each member's metrics and the
     weights), ``history.csv`` (per epoch, the mean over the members that trained that epoch) and
     ``curves.png`` (every member's curves) go to ``out_dir``.
+
+    With ``final_dirs`` (``train.final_fit``), the weights and val scores still come from the
+    val-selected members, but the checkpoint mixes the members retrained on train + val.
     """
     from sltrain.checkpoint import model_from_checkpoint
     from sltrain.models.ensemble import EnsembleClassifier, fit_weights, log_softmax_np, mixture_log_probs
@@ -705,6 +733,9 @@ def assemble_ensemble(clips: PoseClips, member_dirs: Mapping[str, Path], member_
         log_probs.append(log_softmax_np(logits))
     weights = fit_weights(log_probs, labels) if cfg.ensemble_weights == "val" else [1.0 / len(models)] * len(models)
     mixture = mixture_log_probs(log_probs, weights)
+    if final_dirs is not None:
+        checkpoints = {name: load_checkpoint(final_dirs[name] / "model.pt") for name in member_dirs}
+        models = [model_from_checkpoint(c)[0].to(device) for c in checkpoints.values()]
     ensemble = EnsembleClassifier(models, weights)
     first = next(iter(checkpoints.values()))
     heads = first["model"]["heads"]
@@ -717,6 +748,7 @@ def assemble_ensemble(clips: PoseClips, member_dirs: Mapping[str, Path], member_
         "input_spec": first["input_spec"], "label_map": first["label_map"],
         "params": _params_payload(params or {"train": dataclasses.asdict(cfg)}),
         "epoch": max(int(c["epoch"]) for c in checkpoints.values()),
+        "trained_on": ["train", "val"] if final_dirs is not None else ["train"],
         "members": {name: {"epoch": int(c["epoch"]), "val_top1": member_metrics[name]["val_per_instance_top1"]}
                     for name, c in checkpoints.items()},
     })
@@ -745,12 +777,30 @@ def assemble_ensemble(clips: PoseClips, member_dirs: Mapping[str, Path], member_
                "train_clips": int(len(clips.rows_of("train"))), "val_clips": int(len(val_rows)),
                "device": str(device),
                "finished": all(bool(m.get("finished", True)) for m in member_metrics.values())}
+    if final_dirs is not None:
+        metrics["final_fit"] = final_fit_record({name: m["best_epoch"] for name, m in member_metrics.items()})
     write_json(out / "metrics.json", metrics)
     log.info("ensemble of %d: val top-1 %.3f, top-5 %.3f (members: %s; weights %s)", len(models),
              metrics["val_per_instance_top1"], metrics["val_per_instance_top5"],
              ", ".join(f"{n} {m['val_per_instance_top1']:.3f}" for n, m in member_metrics.items()),
              ", ".join(f"{w:.2f}" for w in weights))
     return metrics
+
+
+def final_fit_record(epochs: Any) -> dict[str, Any]:
+    """What ``metrics.json`` says of a final fit (``train.final_fit``)."""
+    return {"trained_on": ["train", "val"], "epochs": epochs,
+            "note": "the published model was retrained on train + val for the epochs val chose; the val_* scores "
+                    "are those of the val-selected run (held out), not of the published model"}
+
+
+def publish_final_fit(final_out: Path, out_dir: str | os.PathLike[str], metrics: dict[str, Any]) -> None:
+    """Replace ``out_dir/model.pt`` by the final fit's and record it in ``out_dir/metrics.json`` (and ``metrics``)."""
+    out = Path(out_dir)
+    with atomic_path(out / "model.pt") as tmp:
+        shutil.copyfile(final_out / "model.pt", tmp)
+    metrics["final_fit"] = final_fit_record(metrics["best_epoch"])
+    write_json(out / "metrics.json", metrics)
 
 
 def _write_history(out: Path, history: list[dict[str, Any]]) -> None:

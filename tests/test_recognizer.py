@@ -264,3 +264,42 @@ def test_a_loader_worker_changes_speed_not_results(packed: tuple[Path, Path], tm
         runs.append((tmp_path / f"o{workers}" / "history.csv").read_text().splitlines())
     strip = [[",".join(line.split(",")[:-1]) for line in run] for run in runs]  # elapsed_s is last
     assert strip[0] == strip[1]
+
+
+def test_final_fit_retrains_on_train_and_val_and_says_so(packed: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+    from sldata.pose.store import load_packed
+    from sltrain.evaluate import evaluate
+
+    pack, labels = packed
+    tiny = {"d_model": 16, "part_dim": 8, "blocks": "conv,attn", "num_heads": 2}
+    cfg = config(model="pose_conformer", model_config=tiny, epochs=3, final_fit=True)
+    metrics = train(pack, labels, tmp_path / "out", tmp_path / "work", cfg, FeatureConfig(num_frames=16), progress=False)
+    selected = load_checkpoint(tmp_path / "work" / "best.pt")
+    final = load_checkpoint(tmp_path / "out" / "model.pt")
+    assert selected["trained_on"] == ["train"] and final["trained_on"] == ["train", "val"]
+    assert final["epoch"] == metrics["best_epoch"] == metrics["final_fit"]["epochs"]
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["final_fit"]["trained_on"] == ["train", "val"]
+    assert not all(torch.equal(selected["model_state"][k], final["model_state"][k]) for k in final["model_state"])
+    _, index, _ = load_packed(pack)
+    samples = tmp_path / "samples.parquet"
+    index[["sample_id", "label", "split", "gloss", "signer_id"]].to_parquet(samples)
+    result = evaluate(tmp_path / "out" / "model.pt", pack, samples, ["val", "test"], tmp_path / "eval", n_boot=10)
+    assert result["trained_on"] == ["train", "val"]
+    assert result["val"]["held_out"] is False and result["test"]["held_out"] is True
+
+
+def test_ensemble_final_fit_mixes_the_retrained_members(packed: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+    pack, labels = packed
+    tiny = {"d_model": 16, "part_dim": 8, "blocks": "attn", "num_heads": 2}
+    members = {name: {"model": "pose_conformer", "seed": i, "flip_prob": 0.0, "model_config": tiny}
+               for i, name in enumerate(("a", "b"))}
+    cfg = config(model="pose_conformer", model_config=tiny, epochs=2, ensemble=members, final_fit=True)
+    metrics = train(pack, labels, tmp_path / "out", tmp_path / "work", cfg, FeatureConfig(num_frames=16),
+                    progress=False)
+    ckpt = load_checkpoint(tmp_path / "out" / "model.pt")
+    assert ckpt["trained_on"] == ["train", "val"] and set(metrics["final_fit"]["epochs"]) == {"a", "b"}
+    for i, name in enumerate(("a", "b")):
+        final = load_checkpoint(tmp_path / "work" / name / "final" / "out" / "model.pt")
+        assert final["trained_on"] == ["train", "val"]
+        prefix = f"members.{i}."
+        assert all(torch.equal(ckpt["model_state"][prefix + k], v) for k, v in final["model_state"].items())
