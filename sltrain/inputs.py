@@ -86,6 +86,12 @@ class InputSpec:
         Append each hand point's position relative to its wrist, in hand sizes.
     canonical_hand
         Mirror clips whose left wrist moves more than the right (:func:`dominant_hand_mirror`).
+    recording
+        How the training keypoints were recorded (``recording`` of the pack's ``skeleton.json``,
+        :func:`sldata.pose.store.recording_record`): ``pose_settings`` (frame step, Holistic
+        thresholds), ``keypoint_fps`` and ``clip_seconds``. Inference reproduces it
+        (:meth:`frame_step_for`, :meth:`estimator_settings`); empty for models made before it
+        was recorded (every frame, Holistic's default thresholds).
     """
 
     skeleton: dict[str, Any]
@@ -94,6 +100,7 @@ class InputSpec:
     num_frames: int = 64
     hand_local: bool = False
     canonical_hand: bool = False
+    recording: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "points", tuple(self.points))
@@ -104,6 +111,47 @@ class InputSpec:
         if self.num_frames < 2:
             raise ValueError(f"num_frames must be >= 2, got {self.num_frames}")
         FeatureSettings.from_dict(self.features)
+
+    @property
+    def pose_settings(self) -> dict[str, Any]:
+        """The keypoint settings of the training data (empty when not recorded)."""
+        return dict(self.recording.get("pose_settings") or {})
+
+    @property
+    def frame_step(self) -> int:
+        """Every how many decoded frames training estimated keypoints (1 when not recorded)."""
+        return int(self.pose_settings.get("frame_step", 1))
+
+    @property
+    def keypoint_fps(self) -> float | None:
+        """Median keypoint rate of the training clips (frames per second), ``None`` when not recorded."""
+        v = self.recording.get("keypoint_fps")
+        return float(v) if v else None
+
+    @property
+    def clip_seconds(self) -> float | None:
+        """Median duration of the training clips in seconds, ``None`` when not recorded."""
+        v = self.recording.get("clip_seconds")
+        return float(v) if v else None
+
+    def frame_step_for(self, video_fps: float | None) -> int:
+        """The frame step giving a ``video_fps`` video the keypoint rate training saw.
+
+        ``round(video_fps / keypoint_fps)`` (at least 1): a 25 fps clip gets the step of the
+        training pipeline (2 at 12.5 keypoints/s) and so exactly its frames; a 60 fps webcam gets 5.
+        Without a known rate on either side, the training pipeline's own ``frame_step``.
+        """
+        if video_fps and self.keypoint_fps:
+            return max(1, int(round(float(video_fps) / self.keypoint_fps)))
+        return self.frame_step
+
+    def estimator_settings(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`sldata.pose.estimator.HolisticEstimator` that training's keypoints used."""
+        settings = {"face": self.skeleton_obj.face}
+        for key in ("model_complexity", "min_detection_confidence", "min_tracking_confidence"):
+            if key in self.pose_settings:
+                settings[key] = self.pose_settings[key]
+        return settings
 
     @cached_property
     def skeleton_obj(self) -> Skeleton:
@@ -151,7 +199,8 @@ class InputSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return {"skeleton": dict(self.skeleton), "points": list(self.points), "features": dict(self.features),
-                "num_frames": self.num_frames, "hand_local": self.hand_local, "canonical_hand": self.canonical_hand}
+                "num_frames": self.num_frames, "hand_local": self.hand_local, "canonical_hand": self.canonical_hand,
+                "recording": dict(self.recording)}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -160,7 +209,7 @@ class InputSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
         return cls(skeleton=dict(d["skeleton"]), points=tuple(d["points"]), features=dict(d["features"]),
                    num_frames=int(d["num_frames"]), hand_local=bool(d.get("hand_local", False)),
-                   canonical_hand=bool(d.get("canonical_hand", False)))
+                   canonical_hand=bool(d.get("canonical_hand", False)), recording=dict(d.get("recording") or {}))
 
 
 def temporal_indices(length: int, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -4,7 +4,9 @@
 carries the input spec and the class names, and compiles it with OpenVINO (f32 inference
 precision). A video is decoded with PyAV (:class:`sldata.pose.extract.ClipReader`: any
 resolution or frame rate, undecodable packets skipped), MediaPipe Holistic gives its keypoints
-(the face points of the model's skeleton), :func:`sltrain.inputs.clip_features` turns them
+on the frames training would have used (the frame step that gives the keypoint rate of the
+training data, with training's Holistic settings: :attr:`InputSpec.recording`),
+:func:`sltrain.inputs.clip_features` turns them
 into model input exactly as in training, and the softmax of the ``gloss`` logits ranks the
 classes.
 
@@ -92,7 +94,9 @@ class Prediction:
     top
         ``[(gloss, probability), ...]`` best first.
     num_frames, fps, width, height
-        Of the decoded video (``fps`` ``None`` when unknown).
+        Of the keypoint frames: every ``frame_step``-th decoded frame (``fps`` ``None`` when unknown).
+    frame_step
+        Chosen so the keypoint rate matches training's (:meth:`InputSpec.frame_step_for`).
     decode_errors
         Undecodable packets skipped.
     timings
@@ -107,11 +111,25 @@ class Prediction:
     height: int
     decode_errors: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    frame_step: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["top"] = [{"gloss": g, "score": s} for g, s in self.top]
         return d
+
+
+@dataclass
+class VideoKeypoints:
+    """A video's keypoints ``[T, P_all, 4]`` on its keypoint frames (every ``frame_step``-th decoded frame)."""
+
+    keypoints: np.ndarray
+    width: int
+    height: int
+    fps: float | None
+    frame_step: int
+    decode_errors: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- model folder
@@ -282,7 +300,7 @@ class Recognizer:
                 from sldata.pose.estimator import HolisticEstimator
 
                 wanted = self.spec.skeleton_obj
-                est = HolisticEstimator(face=wanted.face)
+                est = HolisticEstimator(**self.spec.estimator_settings())
                 if est.skeleton.point_names != wanted.point_names:  # pragma: no cover - guarded by Skeleton
                     raise ModelDirError(f"{self.path}: the model's skeleton does not match MediaPipe Holistic's")
                 if wanted.estimator_version and est.skeleton.estimator_version != wanted.estimator_version:
@@ -291,19 +309,13 @@ class Recognizer:
                 self._estimator = est
             return self._estimator
 
-    def recognize_video(self, path: str | os.PathLike[str], *, max_seconds: float | None = None,
-                        top_k: int | None = None) -> Prediction:
-        """Decode a video, estimate its keypoints and return its top glosses.
+    def video_keypoints(self, path: str | os.PathLike[str], *, max_seconds: float | None = None) -> VideoKeypoints:
+        """Decode a video and estimate its keypoints on the frames training would have used.
 
-        Parameters
-        ----------
-        path
-            Any video PyAV can read.
-        max_seconds
-            Refuse longer videos (checked on the container's stated duration before decoding and
-            on the decoded frame count), e.g. in a service.
-        top_k
-            Glosses returned (default: the recognizer's).
+        The frame step is :meth:`InputSpec.frame_step_for` of the video's frame rate (every 2nd
+        frame of a 25 fps clip for a model trained on 12.5 keypoints/s), and Holistic runs with
+        training's settings (:meth:`InputSpec.estimator_settings`), one graph per video, as in
+        the pose stage (:func:`sldata.pose.extract.process_clip`).
 
         Raises
         ------
@@ -312,7 +324,6 @@ class Recognizer:
         """
         from sldata.pose.extract import ClipReader, PoseClipError
 
-        started = time.perf_counter()
         name = str(path)
         if max_seconds is not None:
             duration = probe_duration(path)
@@ -323,11 +334,12 @@ class Recognizer:
             reader = ClipReader(path)
         except PoseClipError as exc:
             raise PredictError(name, _clip_reason(exc.reason), exc.detail) from None
+        reader.set_step(self.spec.frame_step_for(reader.source_fps))  # the keypoint rate training saw
         estimator = self.estimator()
         timings = {"decode": 0.0}
         limit = None
         if max_seconds is not None:
-            limit = int(math.floor(max_seconds * (reader.fps or DEFAULT_FPS))) + 1
+            limit = int(math.floor(max_seconds * (reader.fps or DEFAULT_FPS / reader.step))) + 1
         try:
             t0 = time.perf_counter()
             keypoints = estimator.estimate(_timed(reader, timings, limit, name, max_seconds))
@@ -345,18 +357,48 @@ class Recognizer:
         body = self.spec.skeleton_obj.part_slice("body")
         if not present(keypoints)[:, body].any():
             raise PredictError(name, PredictReason.NO_PERSON, f"no person detected in any of {len(keypoints)} frames")
-        width, height = int(reader.width or 0), int(reader.height or 0)
-        t0 = time.perf_counter()
+        return VideoKeypoints(keypoints=keypoints, width=int(reader.width or 0), height=int(reader.height or 0),
+                              fps=reader.fps, frame_step=reader.step, decode_errors=reader.decode_errors,
+                              timings=timings)
+
+    def video_features(self, video: VideoKeypoints, name: str = "") -> np.ndarray:
+        """Model input ``[T, P, C]`` of a video's keypoints (:func:`sltrain.inputs.clip_features`)."""
         try:
-            features = clip_features(keypoints, width, height, self.spec)
+            return clip_features(video.keypoints, video.width, video.height, self.spec)
         except ValueError as exc:
             raise PredictError(name, PredictReason.UNUSABLE_POSE, str(exc)) from None
+
+    def recognize_video(self, path: str | os.PathLike[str], *, max_seconds: float | None = None,
+                        top_k: int | None = None) -> Prediction:
+        """Decode a video, estimate its keypoints (:meth:`video_keypoints`) and return its top glosses.
+
+        Parameters
+        ----------
+        path
+            Any video PyAV can read.
+        max_seconds
+            Refuse longer videos (checked on the container's stated duration before decoding and
+            on the decoded frame count), e.g. in a service.
+        top_k
+            Glosses returned (default: the recognizer's).
+
+        Raises
+        ------
+        PredictError
+            Missing or undecodable file, no video stream, no frame, too long, no person in any
+            frame, or never enough of one to normalize the keypoints.
+        """
+        started = time.perf_counter()
+        video = self.video_keypoints(path, max_seconds=max_seconds)
+        t0 = time.perf_counter()
+        features = self.video_features(video, str(path))
         t1 = time.perf_counter()
         probs = softmax(self.logits(features))
         t2 = time.perf_counter()
-        timings.update(features=t1 - t0, classify=t2 - t1, total=t2 - started)
-        return Prediction(path=name, top=self.top(probs, top_k), num_frames=int(len(keypoints)), fps=reader.fps,
-                          width=width, height=height, decode_errors=reader.decode_errors, timings=timings)
+        timings = dict(video.timings, features=t1 - t0, classify=t2 - t1, total=t2 - started)
+        return Prediction(path=str(path), top=self.top(probs, top_k), num_frames=int(len(video.keypoints)),
+                          fps=video.fps, width=video.width, height=video.height, decode_errors=video.decode_errors,
+                          timings=timings, frame_step=video.frame_step)
 
 
 def _clip_reason(reason: str) -> str:

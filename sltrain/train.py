@@ -78,14 +78,16 @@ class FeatureConfig:
     interpolate_max_gap: int = 0
     canonical_hand: bool = False
 
-    def input_spec(self, skeleton: Mapping[str, Any]) -> InputSpec:
+    def input_spec(self, skeleton: Mapping[str, Any], recording: Mapping[str, Any] | None = None) -> InputSpec:
+        """The input spec for keypoints of ``skeleton``, recorded as ``recording`` says (the pack's metadata)."""
         from sldata.pose.skeleton import Skeleton
 
         sk = Skeleton.from_dict(dict(skeleton))
         feats = {k: getattr(self, k) for k in ("normalize", "velocity", "acceleration", "pose_flow", "fill_missing",
                                                "interpolate_max_gap")}
         return InputSpec(skeleton=sk.to_dict(), points=point_preset(self.points, sk), features=feats,
-                         num_frames=self.num_frames, hand_local=self.hand_local, canonical_hand=self.canonical_hand)
+                         num_frames=self.num_frames, hand_local=self.hand_local, canonical_hand=self.canonical_hand,
+                         recording=dict(recording or {}))
 
 
 @dataclass(frozen=True)
@@ -352,7 +354,7 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
 
     torch.set_num_threads(cfg.threads)
     _, _, meta = load_packed(packed_dir)
-    spec = features.input_spec(meta["skeleton"])
+    spec = features.input_spec(meta["skeleton"], meta.get("recording"))
     clips = PoseClips(packed_dir, ("train", "val"), spec)
     description = f"input {spec.num_frames} frames x {spec.num_points} points x {spec.num_channels} channels"
 
@@ -484,7 +486,7 @@ def train_hands(hand_crops_dir: str | os.PathLike[str], packed_dir: str | os.Pat
 
     torch.set_num_threads(cfg.threads)
     _, index, meta = load_packed(packed_dir)
-    pose = clip_input.pose_features().input_spec(meta["skeleton"])
+    pose = clip_input.pose_features().input_spec(meta["skeleton"], meta.get("recording"))
     fps = float(np.median(index["fps"].to_numpy(dtype=np.float64))) if len(index) else float("nan")
     spec = ClipInputSpec(kind="hands", num_frames=clip_input.num_frames, size=clip_input.size, pose=pose.to_dict(),
                          source={"hand_crops": dict(source or {}), "keypoint_fps": fps})

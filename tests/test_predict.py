@@ -180,7 +180,8 @@ def test_stream_detections(windows: tuple[list[WindowResult], dict[str, float]])
     assert everything
     times = [d.time_s for d in everything]
     assert times == sorted(set(times))
-    assert all(a.gloss != b.gloss for a, b in zip(everything, everything[1:]))  # no pause: no repeat
+    assert all(a.gloss != b.gloss for a, b in zip(everything, everything[1:])
+               or b.time_s - a.time_s >= 1.0)  # a gloss repeats only after a pause
     assert list(detections(results, threshold=1.01)) == []
 
 
@@ -191,9 +192,17 @@ def test_detection_rules() -> None:
     seq = [w(0.3, "book", 0.9), w(0.6, "book", 0.95), w(0.9, "go", 0.4), w(1.2, "go", 0.8), w(1.5, "book", 0.7),
            w(1.8, "book", 0.2), w(2.1, "book", 0.3), w(2.7, "book", 0.9),
            WindowResult(index=0, frame_index=0, time_s=3.0, num_frames=16, top=[], error="no person")]
-    got = [(d.time_s, d.gloss) for d in detections(seq, threshold=0.5, gap_s=1.0)]
-    # book; go (new gloss); book (new again); book once more after 1.2 s without a confident window
-    assert got == [(0.3, "book"), (1.2, "go"), (1.5, "book"), (2.7, "book")]
+    got = [(d.time_s, d.gloss) for d in detections(seq, threshold=0.5, gap_s=1.0, min_windows=1)]
+    # book (at its best window); go (new gloss); book (new again); book once more after a 1.2 s pause
+    assert got == [(0.6, "book"), (1.2, "go"), (1.5, "book"), (2.7, "book")]
+    # two agreeing windows make a sign: only the first book run is long enough
+    assert [(d.time_s, d.gloss) for d in detections(seq, threshold=0.5, min_windows=2)] == [(0.6, "book")]
+    # a doubtful window inside one sign does not split it; a rest (no motion) ends it
+    one = [w(0.3, "book", 0.9), w(0.6, "book", 0.3), w(0.9, "book", 0.8), w(1.2, "book", 0.95)]
+    assert [(d.time_s, d.gloss, d.score) for d in detections(one, min_windows=1)] == [(1.2, "book", 0.95)]
+    resting = [WindowResult(index=0, frame_index=0, time_s=t, num_frames=16, top=[("book", 0.9)], motion=m)
+               for t, m in ((0.3, 2.0), (0.6, 2.0), (0.9, 0.1), (1.2, 0.1))]
+    assert [d.time_s for d in detections(resting, min_windows=1, min_motion=0.5)] == [0.3]
 
 
 def test_stream_cli_bad_source(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -174,7 +174,9 @@ class ClipReader:
     Attributes
     ----------
     fps, width, height
-        From the video stream (``fps`` ``None`` when unknown).
+        Of the frames yielded: ``fps`` is the stream's rate over ``step`` (``None`` when unknown).
+    source_fps
+        The stream's own frame rate (``None`` when unknown).
     frames
         Frames yielded so far.
     decode_errors
@@ -209,12 +211,22 @@ class ClipReader:
             raise PoseClipError(PoseReason.NO_VIDEO_STREAM, f"{self.path} has no video stream")
         self._stream = self._container.streams.video[0]
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
-        self.fps: float | None = float(rate) / step if rate else None
+        self.source_fps: float | None = float(rate) if rate else None
+        self.fps: float | None = self.source_fps / step if self.source_fps else None
         self.width: int | None = self._stream.codec_context.width or None
         self.height: int | None = self._stream.codec_context.height or None
         self.frames = 0
         self.decode_errors = 0
         self.notes: list[str] = []
+
+    def set_step(self, step: int) -> None:
+        """Keep every ``step``-th decoded frame from now on (call before iterating; ``fps`` follows)."""
+        if step < 1:
+            raise ValueError(f"frame step must be >= 1, got {step}")
+        if self.decoded:
+            raise RuntimeError("the frame step can only be set before the first frame is decoded")
+        self.step = int(step)
+        self.fps = self.source_fps / self.step if self.source_fps else None
 
     def _error(self, what: str, exc: Exception) -> None:
         self.decode_errors += 1

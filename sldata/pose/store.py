@@ -593,6 +593,11 @@ def pack_pose_arrays(shard_paths: Sequence[str | os.PathLike[str]], samples: pd.
                 frame_info[sid] = (int(w), int(h), float(fps))
     assert skeleton is not None
     chosen, point_idx = _select_points(skeleton, parts)
+    settings = [read_pose_settings(path) for path in shard_paths]
+    for path, other in zip(shard_paths, settings):
+        if other != settings[0]:
+            raise ValueError(f"{path} has pose settings {other}, the first shard {shard_paths[0]} has "
+                             f"{settings[0]}; pack shards of one extraction only")
 
     index = samples.loc[samples["sample_id"].astype(str).isin(where), need].copy()
     index["sample_id"] = index["sample_id"].astype(str)
@@ -650,8 +655,25 @@ def pack_pose_arrays(shard_paths: Sequence[str | os.PathLike[str]], samples: pd.
         "shape": [total, int(len(point_idx)), len(COMPONENTS)],
         "dtype": "float32",
         "num_clips": int(len(index)),
+        "recording": recording_record(settings[0], index),
     })
     return summary
+
+
+def recording_record(pose_settings: Mapping[str, Any], index: pd.DataFrame) -> dict[str, Any]:
+    """How the packed keypoints were recorded, for the models trained on them (``recording`` in ``skeleton.json``).
+
+    ``pose_settings`` are the shards' keypoint settings (frame step, Holistic thresholds);
+    ``keypoint_fps`` is the median keypoint rate of the packed clips (video fps / frame step)
+    and ``clip_seconds`` their median duration, so that inference can sample a video's frames
+    at the rate training saw and a stream's window can span what a training clip spans.
+    """
+    fps = index["fps"].to_numpy(dtype=np.float64)
+    seconds = index["length"].to_numpy(dtype=np.float64) / np.where(fps > 0, fps, np.nan)
+    ok = np.isfinite(fps) & (fps > 0)
+    return {"pose_settings": dict(pose_settings),
+            "keypoint_fps": round(float(np.median(fps[ok])), 6) if ok.any() else None,
+            "clip_seconds": round(float(np.nanmedian(seconds[ok])), 6) if ok.any() else None}
 
 
 def load_packed(out_dir: str | os.PathLike[str]) -> tuple[np.memmap, pd.DataFrame, dict[str, Any]]:
@@ -692,6 +714,6 @@ def load_packed(out_dir: str | os.PathLike[str]) -> tuple[np.memmap, pd.DataFram
 __all__ = ["COMPACT_COLUMNS", "COMPACT_SCALE", "COMPACT_ZSTD_LEVEL", "ClipPose", "KEYPOINT_COLUMNS",
            "KEYPOINT_STORAGES", "PACK_INDEX_COLUMNS", "SHARD_COLUMNS", "STORAGE_KEY", "check_storage",
            "compact_table", "convert_pose_shard", "convert_table", "float32_table", "load_packed",
-           "pack_pose_arrays", "read_pose_settings", "read_pose_shard", "read_skeleton", "records_to_table",
+           "pack_pose_arrays", "recording_record", "read_pose_settings", "read_pose_shard", "read_skeleton", "records_to_table",
            "shard_schema", "shard_storage", "split_keypoints", "table_keypoints", "table_storage",
            "write_pose_shard", "write_table"]
