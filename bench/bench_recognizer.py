@@ -13,6 +13,7 @@ many other jobs ran beside it; wall time is printed too).
     python bench/bench_recognizer.py                      # every row, seeds 0 1 2, 2 jobs
     python bench/bench_recognizer.py --rows baseline,committed --seeds 0
     python bench/bench_recognizer.py --table-only         # print what --results holds
+    python bench/bench_recognizer.py --import-pipeline    # committed seed 0 = make all's own training run
 
 Val is what every choice here was made on (the test split is never read outside ``evaluate``),
 and each run keeps its best val epoch, so the numbers are val scores, not test estimates.
@@ -117,6 +118,41 @@ def train_one(params_path: Path, packed: str, label_map: str, out: Path) -> None
                      "wall_s": time.perf_counter() - wall})
 
 
+RUNTIME_KEYS = ("threads", "processes", "loader_workers", "device")
+"""``train`` keys that change how fast a run goes, not what it learns (``loader_workers``: tested in
+tests/test_recognizer.py)."""
+
+
+def import_pipeline_run(train_dir: Path, benchmark_tsv: Path, base: dict[str, Any]) -> dict[str, Any]:
+    """The ``committed`` seed-0 result from ``make all``'s own train stage, instead of training it again.
+
+    The stage's checkpoint records the ``features``, ``train`` and ``models`` sections it ran with;
+    they must equal :func:`row_params` of ``committed`` with seed 0 except for :data:`RUNTIME_KEYS`
+    (else ``SystemExit``). CPU and wall time come from the rule's Snakemake benchmark file.
+    """
+    import csv
+
+    import torch
+
+    ckpt = torch.load(train_dir / "model.pt", map_location="cpu", weights_only=False)
+    ran = ckpt.get("params") or {}
+    want = row_params(base, "committed", 0)
+    for section in ("features", "train", "models"):
+        a, b = dict(ran.get(section, {})), dict(want[section])
+        if section == "train":
+            for key in RUNTIME_KEYS:
+                a.pop(key, None)
+                b.pop(key, None)
+        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+            raise SystemExit(f"{train_dir}/model.pt was trained with other {section!r} settings than the committed "
+                             "row; rerun make all with this params.yaml first")
+    with benchmark_tsv.open(encoding="utf-8") as fh:
+        bench = next(csv.DictReader(fh, delimiter="\t"))
+    metrics = json.loads((train_dir / "metrics.json").read_text(encoding="utf-8"))
+    return {"row": "committed", "seed": 0, "key": run_key(want), "metrics": metrics,
+            "cpu_s": float(bench["cpu_time"]), "wall_s": float(bench["s"]), "source": str(train_dir)}
+
+
 def load_results(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -152,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(REPO / "bench/results/recognizer.json"),
                         help="JSON of finished runs, read and extended (default %(default)s)")
     parser.add_argument("--table-only", action="store_true", help="print the table of --results and exit")
+    parser.add_argument("--import-pipeline", action="store_true",
+                        help="take committed seed 0 from make all's data/train (checked to be the same settings) "
+                             "and its benchmarks/train.tsv instead of training it again")
     parser.add_argument("--one", nargs=2, metavar=("PARAMS_JSON", "OUT_JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
@@ -169,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         print(table(results, rows, seeds, base))
         return 0
+    if args.import_pipeline:
+        results["committed/0"] = import_pipeline_run(REPO / "data/train", REPO / "benchmarks/train.tsv", base)
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(results_path, results)
+        print(f"committed seed 0 taken from data/train: val top-1 "
+              f"{results['committed/0']['metrics']['val_per_instance_top1']:.4f}", flush=True)
     todo = []
     for row in rows:
         for seed in seeds:

@@ -137,3 +137,8 @@ class TrainingLog:
         if self._live is not None:
             self._live.end()
             self._live = None
+
+
+def write_dvclive(out_dir: str | os.PathLike[str], history: Sequence[Mapping[str, Any]]) -> None:
+    """Log a finished history to ``out_dir/dvclive`` at once (an ensemble's mean curves, after its members trained)."""
+    TrainingLog(out_dir, len(history), history).close()

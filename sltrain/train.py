@@ -711,7 +711,7 @@ def assemble_ensemble(clips: PoseClips, member_dirs: Mapping[str, Path], member_
     Each member's ``model.pt`` (its best epoch on val) is scored on the val clips; the mixture
     weights are equal or fitted on those val predictions (``ensemble_weights``); the ensemble's
     ``model.pt``, ``metrics.json`` (the mixture's val scores, each member's metrics and the
-    weights), ``history.csv`` (per epoch, the mean over the members that trained that epoch) and
+    weights), ``history.csv`` and ``dvclive/`` (per epoch, the mean over the members that trained that epoch) and
     ``curves.png`` (every member's curves) go to ``out_dir``.
 
     With ``final_dirs`` (``train.final_fit``), the weights and val scores still come from the
@@ -758,6 +758,9 @@ def assemble_ensemble(clips: PoseClips, member_dirs: Mapping[str, Path], member_
     mean_history = pd.concat(histories.values()).groupby("epoch", as_index=False).mean(numeric_only=True)
     with atomic_path(out / "history.csv") as tmp:
         mean_history.to_csv(tmp, index=False)
+    from sltrain.live import write_dvclive
+
+    write_dvclive(out, mean_history.to_dict("records"))  # each member logged its own run live in its work folder
     wide = []
     for epoch in sorted(mean_history["epoch"]):
         row: dict[str, Any] = {"epoch": int(epoch)}
