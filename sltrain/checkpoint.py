@@ -23,6 +23,7 @@ tampered file can never execute code). Keys:
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,8 +82,10 @@ def save_checkpoint(path: str | os.PathLike[str], payload: Mapping[str, Any]) ->
         raise CheckpointError(f"checkpoint payload lacks {missing}")
     data = {k: v for k, v in payload.items() if k != INTEGRITY}
     data[INTEGRITY] = {"sha256": payload_digest(data)}
+    buffer = io.BytesIO()  # a file object: torch names the archive inside after a path, and temp names vary
+    torch.save(data, buffer)
     with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+        Path(tmp).write_bytes(buffer.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

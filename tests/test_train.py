@@ -260,3 +260,15 @@ def test_resume_refuses_a_best_checkpoint_written_by_another_run(packed: tuple[P
     again = load_checkpoint(tmp_path / "again" / "model.pt")
     assert again["params"]["train"]["lr"] == 3e-3  # not the other run's model
     assert all(torch.equal(a["model_state"][k], again["model_state"][k]) for k in a["model_state"])
+
+
+def test_the_same_checkpoint_is_the_same_bytes_wherever_it_is_written(tmp_path: Path) -> None:
+    """Snakemake and DVC compare outputs by content: a checkpoint must not depend on its (temporary) file name."""
+    from sltrain.checkpoint import save_checkpoint
+
+    payload = {"format": "sltrain-checkpoint-v1", "model": {"name": "x"}, "model_state": {"w": torch.arange(6.0)},
+               "input_spec": {}, "label_map": {"classes": ["a"]}, "params": {}, "epoch": 1}
+    save_checkpoint(tmp_path / "a.pt", payload)
+    (tmp_path / "sub").mkdir()
+    save_checkpoint(tmp_path / "sub" / "model.pt", payload)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "sub" / "model.pt").read_bytes()
