@@ -40,6 +40,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -249,12 +250,24 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
+FORK_UNSAFE_MODULES = ("openvino", "mediapipe", "jax", "tensorflow")
+"""Libraries whose native thread pools make forking this process unsafe; training in a process that
+loaded one (a notebook, a test session) prepares batches in-process (the ``train`` CLI never loads them)."""
+
+
 def epoch_batches(clips: ClipSource, rows: list[np.ndarray], augment: Any, seed: int, epoch: int,
                   workers: int) -> Iterator[Any]:
     """The epoch's batches in order; with ``workers`` > 0 they are prepared in that many worker processes
     while the model trains on the previous ones. Each clip's augmentation is seeded by ``(seed, epoch,
     row)``, so the batches are the same either way."""
     dataset = _EpochBatches(clips, rows, augment, seed, epoch)
+    if workers > 0:
+        unsafe = [m for m in FORK_UNSAFE_MODULES if m in sys.modules]
+        if unsafe:  # their native threads and fork handlers make a forked worker unsafe (seen: a segfault)
+            if epoch == 0:
+                log.warning("loader workers off in this process: %s is loaded (batches are the same, only slower)",
+                            ", ".join(unsafe))
+            workers = 0
     if workers <= 0:
         return (dataset[i] for i in range(len(dataset)))
     # Its own generator: a loader draws worker seeds from it, which would otherwise consume the global

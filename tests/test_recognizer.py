@@ -253,17 +253,45 @@ def test_ensemble_trains_reloads_and_exports_as_one_model(packed: tuple[Path, Pa
     assert parity["backends"]["openvino_ir"]["max_abs_diff"] < 1e-4
 
 
-def test_a_loader_worker_changes_speed_not_results(packed: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_a_loader_worker_changes_speed_not_results(packed: tuple[Path, Path], tmp_path: Path,  # noqa: F811
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Workers fork, which is only safe in a process without OpenVINO's or MediaPipe's threads (the train CLI's):
+    the worker run goes in a fresh interpreter, as ``python -m sltrain train`` would."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
     pack, labels = packed
-    features = FeatureConfig(num_frames=16, canonical_hand=True)
-    runs = []
-    for workers in (0, 1):
-        cfg = config(model="pose_conformer", model_config={"d_model": 16, "part_dim": 8, "blocks": "conv,attn",
-                                                            "num_heads": 2}, epochs=2, loader_workers=workers)
-        train(pack, labels, tmp_path / f"o{workers}", tmp_path / f"w{workers}", cfg, features, progress=False)
-        runs.append((tmp_path / f"o{workers}" / "history.csv").read_text().splitlines())
+    script = f"""
+import sys
+sys.path.insert(0, {str(REPO_ROOT / "tests")!r})
+from pathlib import Path
+from test_train import config
+from sltrain.train import FORK_UNSAFE_MODULES, FeatureConfig, train
+for workers in (0, 1):
+    cfg = config(model="pose_conformer", model_config={{"d_model": 16, "part_dim": 8, "blocks": "conv,attn",
+                                                        "num_heads": 2}}, epochs=2, loader_workers=workers)
+    out = Path({str(tmp_path)!r})
+    train({str(pack)!r}, {str(labels)!r}, out / f"o{{workers}}", out / f"w{{workers}}", cfg,
+          FeatureConfig(num_frames=16, canonical_hand=True), progress=False)
+assert not [m for m in FORK_UNSAFE_MODULES if m in sys.modules]  # so the worker really forked
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO_ROOT, timeout=600)
+    runs = [(tmp_path / f"o{workers}" / "history.csv").read_text().splitlines() for workers in (0, 1)]
     strip = [[",".join(line.split(",")[:-1]) for line in run] for run in runs]  # elapsed_s is last
-    assert strip[0] == strip[1]
+    assert len(strip[0]) == 3 and strip[0] == strip[1]
+
+    # In a process that loaded OpenVINO (this test session has), batches are made in-process, and it says so.
+    import openvino  # noqa: F401
+
+    cfg = config(model="pose_conformer", model_config={"d_model": 16, "part_dim": 8, "blocks": "conv,attn",
+                                                        "num_heads": 2}, epochs=2, loader_workers=1)
+    with caplog.at_level("WARNING", logger="sltrain.train"):
+        train(pack, labels, tmp_path / "here", tmp_path / "where", cfg, FeatureConfig(num_frames=16, canonical_hand=True),
+              progress=False)
+    assert "loader workers off in this process: openvino" in caplog.text
+    assert [",".join(x.split(",")[:-1]) for x in (tmp_path / "here" / "history.csv").read_text().splitlines()] == strip[1]
 
 
 def test_final_fit_retrains_on_train_and_val_and_says_so(packed: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
