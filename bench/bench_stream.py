@@ -1,7 +1,7 @@
 """Continuous recognition on videos of several signs in a row: the gloss error rate of ``stream``.
 
-Real clips of one split (default ``val``: clips the model never trained on) of the model's glosses
-are joined back to back with PyAV into ``--videos`` videos of ``--signs`` signs each (clips drawn
+Real clips of one split (default ``val``: clips the model never trained on) of the model's glosses,
+as the pipeline's acquire stage stored them (``data/clips``), are joined back to back with PyAV into ``--videos`` videos of ``--signs`` signs each (clips drawn
 at random with ``--seed``; every WLASL100 clip is 256x256 at 25 fps, so frames are concatenated as
 they are and re-encoded as H.264). Each video goes through :func:`sltrain.stream.classify_windows`
 once (the exported model, Holistic on the frames of the training keypoint rate); the window results
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 import tempfile
 import time
@@ -43,11 +42,6 @@ from sltrain.stream import (DEFAULT_GAP_S, DEFAULT_MIN_MOTION, DEFAULT_MIN_WINDO
                             DEFAULT_THRESHOLD, WindowResult, classify_windows, detections, open_source)
 
 GRID = {"threshold": (0.3, 0.4, 0.5, 0.6, 0.7), "min_windows": (1, 2, 3, 4), "min_motion": (0.0, 0.25, 0.5)}
-
-
-def shared_data_dir() -> Path:
-    """The real-data folder: $SLDATA_SHARED, else ../shared/data beside the checkout."""
-    return Path(os.environ.get("SLDATA_SHARED", REPO_ROOT.parent / "shared" / "data")).resolve()
 
 
 def edit_distance(ref: list[str], hyp: list[str]) -> int:
@@ -95,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="data/export/sign-recognizer", help="exported model folder")
     parser.add_argument("--samples", default="data/subset/samples.parquet", help="the subset's samples.parquet")
-    parser.add_argument("--clips-dir", type=Path, default=None,
-                        help="folder of <video_id>.mp4 clips (default $SLDATA_SHARED/wlasl100_clips/videos)")
+    parser.add_argument("--clips", default="data/clips",
+                        help="the acquire stage's folder: its shard-*/clips.parquet give each sample's clip")
     parser.add_argument("--split", default="val", help="split the clips come from (default %(default)s)")
     parser.add_argument("--videos", type=int, default=12, help="joined videos (default %(default)s)")
     parser.add_argument("--signs", type=int, default=5, help="signs per video (default %(default)s)")
@@ -105,14 +99,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "stream.json")
     args = parser.parse_args(argv)
 
-    clips_dir = args.clips_dir or shared_data_dir() / "wlasl100_clips" / "videos"
     recognizer = Recognizer.from_model_dir(args.model)
     samples = pd.read_parquet(args.samples)
+    clips = pd.concat([pd.read_parquet(p, columns=["sample_id", "clip_path", "status"])
+                       for p in sorted(Path(args.clips).glob("shard-*/clips.parquet"))])
+    clip_of = dict(zip(clips["sample_id"].astype(str), clips["clip_path"]))
     pool = samples[(samples["split"].astype(str) == args.split) & samples["gloss"].isin(recognizer.classes)]
-    pool = pool[[(clips_dir / f"{sid}.mp4").is_file() for sid in pool["sample_id"].astype(str)]]
+    pool = pool[[isinstance(clip_of.get(sid), str) and Path(clip_of[sid]).is_file()
+                 for sid in pool["sample_id"].astype(str)]]
     need = args.videos * args.signs
     if len(pool) < need:
-        raise SystemExit(f"{len(pool)} {args.split} clips of the model's glosses in {clips_dir}, {need} needed")
+        raise SystemExit(f"{len(pool)} {args.split} clips of the model's glosses in {args.clips}, {need} needed")
     rng = np.random.default_rng(args.seed)
     chosen = pool.iloc[rng.permutation(len(pool))[:need]].reset_index(drop=True)
 
@@ -124,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for v in range(args.videos):
             part = chosen.iloc[v * args.signs:(v + 1) * args.signs]
-            paths = [clips_dir / f"{sid}.mp4" for sid in part["sample_id"].astype(str)]
+            paths = [Path(clip_of[sid]) for sid in part["sample_id"].astype(str)]
             video = join_clips(paths, Path(tmp) / f"joined-{v:02d}.mp4")
             stats: dict[str, float] = {}
             windows.append(list(classify_windows(recognizer, open_source(str(video)), stride=args.stride,
