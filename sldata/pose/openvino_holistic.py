@@ -291,7 +291,7 @@ def project(points: np.ndarray, padding: tuple[float, float, float, float], rect
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
 
 
 # --------------------------------------------------------------------------- detection
