@@ -8,7 +8,8 @@ frame as in params.yaml) and the same frames go through both engines, one clip a
 * ``mediapipe``: :class:`sldata.pose.estimator.HolisticEstimator` (the plain Holistic loop: one
   ``mp.solutions.holistic.Holistic`` graph per clip, frame by frame);
 * ``openvino``: :class:`sldata.pose.openvino_holistic.OpenVinoHolisticEstimator` with
-  ``--threads`` OpenVINO inference threads (default 1).
+  ``--threads`` OpenVINO inference threads (default 1) and ``--precision`` (default ``f32``;
+  ``bf16`` to measure the faster, less exact variant).
 
 It prints, for body, each hand and the face, the per-point error of ``openvino`` against
 ``mediapipe`` (median and p95, pixels at 256 px, on frames where both found the part), the
@@ -62,10 +63,10 @@ def timed(estimator: Any, frames: list[np.ndarray]) -> tuple[np.ndarray, float, 
     return kp, time.process_time() - cpu, time.perf_counter() - wall
 
 
-def run(paths: list[Path], frame_step: int, face: str, threads: int) -> dict[str, Any]:
+def run(paths: list[Path], frame_step: int, face: str, threads: int, precision: str = "f32") -> dict[str, Any]:
     """Compare both engines on ``paths``; the summary :func:`report` prints."""
     mediapipe = make_estimator("mediapipe", face=face)
-    openvino = make_estimator("openvino", face=face, threads=threads)
+    openvino = make_estimator("openvino", face=face, threads=threads, precision=precision)
     warm = list(ClipReader(paths[0], frame_step))
     mediapipe.estimate(warm)
     openvino.estimate(warm)
@@ -92,7 +93,7 @@ def run(paths: list[Path], frame_step: int, face: str, threads: int) -> dict[str
     speed = {name: {"cpu_ms_per_frame": 1000 * cpu / frames, "frames_per_s": frames / wall}
              for name, (cpu, wall) in cost.items()}
     return {"clips": len(paths), "frames": frames, "frame_step": frame_step, "face": face, "threads": threads,
-            "parity": {part: acc.summary() for part, acc in parts.items()}, "speed": speed,
+            "precision": precision, "parity": {part: acc.summary() for part, acc in parts.items()}, "speed": speed,
             "cpu_ratio_openvino_over_mediapipe": speed["openvino"]["cpu_ms_per_frame"]
             / speed["mediapipe"]["cpu_ms_per_frame"],
             "load_avg_1min": os.getloadavg()[0]}
@@ -104,7 +105,7 @@ def _fmt(v: float | None, spec: str) -> str:
 
 def report(summary: dict[str, Any]) -> None:
     print(f"\n{summary['clips']} clips, {summary['frames']} keypoint frames (frame_step {summary['frame_step']}, "
-          f"face {summary['face']}), openvino threads {summary['threads']}, load {summary['load_avg_1min']:.1f}")
+          f"face {summary['face']}), openvino threads {summary['threads']} precision {summary['precision']}, load {summary['load_avg_1min']:.1f}")
     print("\nparity, openvino vs mediapipe (pixels at 256 px):")
     print(f"  {'part':<11} {'median':>7} {'p95':>7} {'present agree':>14} {'mediapipe':>10} {'openvino':>9}")
     for part, s in summary["parity"].items():
@@ -125,12 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frame-step", type=int, default=2, help="keep every n-th frame (default 2, as params.yaml)")
     ap.add_argument("--face", default="subset", choices=("none", "subset", "full"))
     ap.add_argument("--threads", type=int, default=1, help="OpenVINO inference threads (default 1)")
+    ap.add_argument("--precision", default="f32", choices=("f32", "bf16"), help="OpenVINO precision (default f32)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = ap.parse_args(argv)
     folder = args.videos or shared_data_dir() / "wlasl100_clips" / "videos"
     paths = pick_clips(folder, args.clips)
     print(f"{len(paths)} clips from {folder}")
-    summary = run(paths, args.frame_step, args.face, args.threads)
+    summary = run(paths, args.frame_step, args.face, args.threads, args.precision)
     report(summary)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -71,6 +71,9 @@ MODEL_FILES = {
     "face_landmark": "face_landmark/face_landmark.tflite",
 }
 """The models, relative to the mediapipe wheel's ``modules`` folder."""
+PRECISIONS = ("f32", "bf16")
+SIGNED_INPUT = ("pose_detection", "face_detection")
+"""Models whose input pixels are in -1..1 (the others take 0..1)."""
 
 
 def openvino_skeleton(face: str = "subset", model_complexity: int = 1) -> Skeleton:
@@ -222,7 +225,7 @@ class Crop:
     Attributes
     ----------
     tensor
-        ``[1, H, W, 3]`` float32.
+        ``[1, H, W, 3]`` uint8 RGB.
     padding
         Letterbox (left, top, right, bottom) as fractions of the tensor.
     padded
@@ -234,13 +237,13 @@ class Crop:
     padded: tuple[float, float, float, float, float]
 
 
-def crop(frame: np.ndarray, rect: Rect | None, out_w: int, out_h: int, *, keep_aspect: bool, zero_border: bool,
-         value_range: tuple[float, float]) -> Crop:
-    """Cut ``rect`` (``None``: the whole frame) out of ``frame`` into a model tensor.
+def crop(frame: np.ndarray, rect: Rect | None, out_w: int, out_h: int, *, keep_aspect: bool,
+         zero_border: bool) -> Crop:
+    """Cut ``rect`` (``None``: the whole frame) out of ``frame`` into a uint8 model tensor.
 
     MediaPipe's CPU ``ImageToTensorCalculator``: the rect is letterboxed to the tensor's aspect
     ratio when ``keep_aspect``, its corners are warped onto the tensor (OpenCV perspective warp,
-    bilinear), and values are mapped from 0..255 to ``value_range``.
+    bilinear). The models map 0..255 to their value range themselves (see :class:`_Models`).
     """
     import cv2
 
@@ -265,11 +268,7 @@ def crop(frame: np.ndarray, rect: Rect | None, out_w: int, out_h: int, *, keep_a
     matrix = cv2.getPerspectiveTransform(src, dst)
     warped = cv2.warpPerspective(frame, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT if zero_border else cv2.BORDER_REPLICATE)
-    lo, hi = value_range
-    tensor = warped.astype(np.float32)
-    tensor *= (hi - lo) / 255.0
-    tensor += lo
-    return Crop(tensor[None], padding, (cx, cy, w, h, r))
+    return Crop(warped[None], padding, (cx, cy, w, h, r))
 
 
 def project(points: np.ndarray, padding: tuple[float, float, float, float], rect: Rect) -> np.ndarray:
@@ -458,11 +457,11 @@ class PoseFilter:
 class _Models:
     """The six compiled models of one estimator (shared by its sessions)."""
 
-    def __init__(self, threads: int, face: bool) -> None:
+    def __init__(self, threads: int, face: bool, precision: str = "f32") -> None:
         import openvino as ov
 
         core = ov.Core()
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         root = _modules_dir()
@@ -477,6 +476,14 @@ class _Models:
             model = core.read_model(str(path))
             if name in keep_outputs:
                 model = ov.Model([model.outputs[i] for i in keep_outputs[name]], model.get_parameters(), name)
+            ppp = ov.preprocess.PrePostProcessor(model)  # uint8 in; 0..255 -> the model's range inside
+            ppp.input().tensor().set_element_type(ov.Type.u8)
+            steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
+            if name in SIGNED_INPUT:
+                steps.mean(127.5).scale(127.5)
+            else:
+                steps.scale(255.0)
+            model = ppp.build()
             self.requests[name] = core.compile_model(model, "CPU", config).create_infer_request()
 
     def run(self, name: str, tensor: np.ndarray) -> list[np.ndarray]:
@@ -500,6 +507,9 @@ class OpenVinoHolisticEstimator:
         Presence threshold of the pose landmark model (below it the body is lost and detected again).
     threads
         OpenVINO inference threads per model (0: OpenVINO's choice). 1 gives the least CPU per frame.
+    precision
+        OpenVINO's inference precision: ``f32`` (the default: MediaPipe's numbers) or ``bf16``
+        (faster on CPUs with AMX/AVX-512 BF16, less exact; measured in docs/benchmarks.md).
 
     Raises
     ------
@@ -510,17 +520,19 @@ class OpenVinoHolisticEstimator:
     """
 
     def __init__(self, face: str = "subset", model_complexity: int = 1, min_detection_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5, threads: int = 1) -> None:
+                 min_tracking_confidence: float = 0.5, threads: int = 1, precision: str = "f32") -> None:
         validate_holistic_settings(face, model_complexity, min_detection_confidence, min_tracking_confidence)
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
             raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         self.model_complexity = model_complexity
         self.min_detection_confidence = float(min_detection_confidence)
         self.min_tracking_confidence = float(min_tracking_confidence)
         self.skeleton = openvino_skeleton(face, model_complexity)
         self._face_idx = np.asarray(face_indices(face), dtype=np.int64)
         self._slices = {part: self.skeleton.part_slice(part) for part in self.skeleton.parts}
-        self.models = _Models(threads, face=bool(self._face_idx.size))
+        self.models = _Models(threads, face=bool(self._face_idx.size), precision=precision)
         self.pose_anchors = ssd_anchors(224, (8, 16, 32, 32, 32))
         self.face_anchors = ssd_anchors(128, (8, 16, 16, 16))
 
@@ -553,7 +565,7 @@ class OpenVinoHolisticSession:
 
     def _detect_pose(self, frame: np.ndarray) -> Rect | None:
         height, width = frame.shape[:2]
-        c = crop(frame, None, 224, 224, keep_aspect=True, zero_border=True, value_range=(-1.0, 1.0))
+        c = crop(frame, None, 224, 224, keep_aspect=True, zero_border=True)
         boxes, scores = self.est.models.run("pose_detection", c.tensor)
         det = first_detection(boxes, scores, self.est.pose_anchors, 224.0, 4, self.est.min_detection_confidence)
         if det is None:
@@ -564,7 +576,7 @@ class OpenVinoHolisticSession:
         return transform_rect(raw, width, height, 1.25)
 
     def _pose_landmarks(self, frame: np.ndarray, roi: Rect) -> tuple[np.ndarray, np.ndarray] | None:
-        c = crop(frame, roi, 256, 256, keep_aspect=True, zero_border=False, value_range=(0.0, 1.0))
+        c = crop(frame, roi, 256, 256, keep_aspect=True, zero_border=False)
         lm, flag, heatmap = self.est.models.run("pose_landmark", c.tensor)
         if not float(flag.reshape(-1)[0]) > self.est.min_tracking_confidence:
             return None
@@ -584,7 +596,7 @@ class OpenVinoHolisticSession:
         if not wrist[3] > 0.1:
             return None
         from_pose = transform_rect(hand_rect_from_pose(wrist, pinky, index, width, height), width, height, 2.7, -0.1)
-        c = crop(frame, from_pose, 256, 256, keep_aspect=True, zero_border=False, value_range=(0.0, 1.0))
+        c = crop(frame, from_pose, 256, 256, keep_aspect=True, zero_border=False)
         (out,) = self.est.models.run("hand_recrop", c.tensor)
         pts = np.zeros((2, 3))
         pts[:, :2] = out.reshape(2, 2) / 256.0
@@ -597,7 +609,7 @@ class OpenVinoHolisticSession:
             prev_rect = transform_rect(hand_rect_from_landmarks(prev, width, height), width, height, 2.0, -0.1)
             if keep_tracking(prev, prev_rect, recrop, width, height, 40.0, 0.2, 0.4, -0.1):
                 roi = prev_rect
-        c = crop(frame, roi, 224, 224, keep_aspect=True, zero_border=False, value_range=(0.0, 1.0))
+        c = crop(frame, roi, 224, 224, keep_aspect=True, zero_border=False)
         lm, flag = self.est.models.run("hand_landmark", c.tensor)
         if not float(flag.reshape(-1)[0]) > 0.5:
             return None
@@ -610,7 +622,7 @@ class OpenVinoHolisticSession:
     def _face(self, frame: np.ndarray, pose: np.ndarray) -> np.ndarray | None:
         height, width = frame.shape[:2]
         from_pose = transform_rect(box_rect(pose[:11], width, height, 5, 2, 0.0), width, height, 3.0)
-        c = crop(frame, from_pose, 128, 128, keep_aspect=True, zero_border=True, value_range=(-1.0, 1.0))
+        c = crop(frame, from_pose, 128, 128, keep_aspect=True, zero_border=True)
         boxes, scores = self.est.models.run("face_detection", c.tensor)
         det = first_detection(boxes, scores, self.est.face_anchors, 128.0, 6, 0.5)
         if det is None:
@@ -630,7 +642,7 @@ class OpenVinoHolisticSession:
             prev_rect = transform_rect(box_rect(self.prev_face, width, height, 33, 263, 0.0), width, height, 1.5)
             if keep_tracking(self.prev_face, prev_rect, recrop, width, height, 15.0, 0.1, 0.3, -0.2):
                 roi = prev_rect
-        c = crop(frame, roi, 192, 192, keep_aspect=False, zero_border=False, value_range=(0.0, 1.0))
+        c = crop(frame, roi, 192, 192, keep_aspect=False, zero_border=False)
         lm, flag = self.est.models.run("face_landmark", c.tensor)
         if not float(_sigmoid(flag.reshape(-1)[:1])[0]) > 0.5:
             return None
@@ -691,19 +703,23 @@ def refine_from_heatmap(points: np.ndarray, heatmap: np.ndarray, kernel: int = 7
 
     MediaPipe's ``RefineLandmarksFromHeatmapCalculator``: ``points`` ``[n, >=2]`` normalized to
     the crop, ``heatmap`` ``[H, W, n]`` logits; a landmark moves only when the window's peak
-    confidence is >= ``min_confidence``.
+    confidence is >= ``min_confidence``; windows are clipped at the heatmap's edges.
     """
-    hm_h, hm_w = heatmap.shape[:2]
+    hm_h, hm_w, n = heatmap.shape
     half = (kernel - 1) // 2
-    for i in range(points.shape[0]):
-        col, row = int(points[i, 0] * hm_w), int(points[i, 1] * hm_h)  # truncation toward zero, as in C++
-        if not (0 <= col < hm_w and 0 <= row < hm_h):
-            continue
-        r0, r1 = max(0, row - half), min(hm_h, row + half + 1)
-        c0, c1 = max(0, col - half), min(hm_w, col + half + 1)
-        conf = _sigmoid(heatmap[r0:r1, c0:c1, i].astype(np.float64))
-        total = conf.sum()
-        if conf.max() >= min_confidence and total > 0:
-            rows, cols = np.mgrid[r0:r1, c0:c1]
-            points[i, 0] = (cols * conf).sum() / hm_w / total
-            points[i, 1] = (rows * conf).sum() / hm_h / total
+    cols = np.trunc(points[:, 0] * hm_w).astype(np.int64)  # truncation toward zero, as in C++
+    rows = np.trunc(points[:, 1] * hm_h).astype(np.int64)
+    inside = (cols >= 0) & (cols < hm_w) & (rows >= 0) & (rows < hm_h)
+    offsets = np.arange(-half, half + 1)
+    r = rows[:, None] + offsets  # [n, k]
+    c = cols[:, None] + offsets
+    valid = ((r >= 0) & (r < hm_h))[:, :, None] & ((c >= 0) & (c < hm_w))[:, None, :]
+    conf = _sigmoid(heatmap[np.clip(r, 0, hm_h - 1)[:, :, None], np.clip(c, 0, hm_w - 1)[:, None, :],
+                            np.arange(n)[:, None, None]].astype(np.float64)) * valid
+    total = conf.sum(axis=(1, 2))
+    move = inside & (conf.max(axis=(1, 2)) >= min_confidence) & (total > 0)
+    safe = np.where(total > 0, total, 1.0)
+    x = (conf * c[:, None, :]).sum(axis=(1, 2)) / hm_w / safe
+    y = (conf * r[:, :, None]).sum(axis=(1, 2)) / hm_h / safe
+    points[move, 0] = x[move]
+    points[move, 1] = y[move]
