@@ -22,6 +22,10 @@ from sldata.pose.skeleton import COMPONENTS, FACE_MODES, Skeleton, face_indices
 
 ESTIMATOR_NAME = "mediapipe-holistic"
 SUPPORTED_MODEL_COMPLEXITY = 1
+ESTIMATORS: tuple[str, ...] = ("mediapipe", "openvino")
+"""Values of ``pose.estimator``: MediaPipe's own Holistic graph, or its rebuild on OpenVINO
+(:mod:`sldata.pose.openvino_holistic`), same models, same skeleton."""
+DEFAULT_ESTIMATOR = "mediapipe"
 
 
 @runtime_checkable
@@ -84,6 +88,47 @@ def validate_holistic_settings(face: str, model_complexity: int, min_detection_c
                         ("min_tracking_confidence", min_tracking_confidence)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
             raise ValueError(f"pose {name} must be a number in [0, 1], got {value!r}")
+
+
+def validate_estimator(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is one of :data:`ESTIMATORS`."""
+    if name not in ESTIMATORS:
+        raise ValueError(f"pose estimator must be one of {ESTIMATORS}, got {name!r}")
+
+
+def estimator_skeleton(estimator: str = DEFAULT_ESTIMATOR, face: str = "subset",
+                       model_complexity: int = SUPPORTED_MODEL_COMPLEXITY) -> Skeleton:
+    """The :class:`Skeleton` estimator ``estimator`` produces (same points for both; the name and version differ)."""
+    validate_estimator(estimator)
+    if estimator == "openvino":
+        from sldata.pose.openvino_holistic import openvino_skeleton
+
+        return openvino_skeleton(face, model_complexity)
+    return holistic_skeleton(face, model_complexity)
+
+
+def make_estimator(estimator: str = DEFAULT_ESTIMATOR, face: str = "subset",
+                   model_complexity: int = SUPPORTED_MODEL_COMPLEXITY, min_detection_confidence: float = 0.5,
+                   min_tracking_confidence: float = 0.5, **options: Any) -> PoseEstimator:
+    """A new :class:`PoseEstimator` by name (``mediapipe`` or ``openvino``), with Holistic's settings.
+
+    ``options`` go to the OpenVINO engine only (e.g. ``threads``); the mediapipe engine takes none.
+
+    Raises
+    ------
+    ValueError
+        An unknown estimator, an invalid setting, or options given to the mediapipe engine.
+    """
+    validate_estimator(estimator)
+    settings = dict(face=face, model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
+                    min_tracking_confidence=min_tracking_confidence)
+    if estimator == "openvino":
+        from sldata.pose.openvino_holistic import OpenVinoHolisticEstimator
+
+        return OpenVinoHolisticEstimator(**settings, **options)
+    if options:
+        raise ValueError(f"the mediapipe pose estimator takes no options, got {sorted(options)}")
+    return HolisticEstimator(**settings)
 
 
 def holistic_skeleton(face: str = "subset", model_complexity: int = SUPPORTED_MODEL_COMPLEXITY) -> Skeleton:

@@ -26,7 +26,7 @@ Rules
   the sha256 of its clip file), where ``key`` (:func:`reuse_key`) digests everything that
   determines a clip's row besides the clip: the skeleton, the keypoint settings
   (:meth:`PoseSettings.output_dict`; not ``workers``/``checkpoint_every``), the pose code and
-  the mediapipe, PyAV and numpy versions. A later run takes the row of every clip whose
+  the mediapipe, PyAV, numpy, OpenVINO and OpenCV versions. A later run takes the row of every clip whose
   ``sample_id``, ``clip_path`` and clip sha256 are unchanged and extracts only new or changed
   clips; the merged shard is byte-identical to a from-scratch extraction of the same clips. A
   changed setting changes the key, so nothing is reused; the :data:`CACHE_VERSIONS` most recent
@@ -58,7 +58,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sldata.annotations.jsonfile import sha256_of
-from sldata.pose.estimator import PoseEstimator, holistic_skeleton, validate_holistic_settings
+from sldata.pose.estimator import (DEFAULT_ESTIMATOR, PoseEstimator, estimator_skeleton, make_estimator,
+                                   validate_estimator, validate_holistic_settings)
 from sldata.pose.skeleton import Skeleton, present
 from sldata.pose.store import (SETTINGS_KEY, SKELETON_KEY, ClipPose, check_storage, records_to_table,
                                shard_schema, write_table)
@@ -102,6 +103,10 @@ class PoseSettings:
 
     Attributes
     ----------
+    estimator
+        ``mediapipe`` (MediaPipe's Holistic graph) or ``openvino`` (the same graph and models
+        rebuilt on OpenVINO, :mod:`sldata.pose.openvino_holistic`). Stored in the shard settings
+        only when not the default, so shards made before it existed keep their metadata.
     face
         Face points kept: ``none``, ``subset`` (93) or ``full`` (468).
     model_complexity
@@ -121,6 +126,7 @@ class PoseSettings:
         float32; not part of :meth:`output_dict` (the shard says its storage itself).
     """
 
+    estimator: str = DEFAULT_ESTIMATOR
     face: str = "subset"
     model_complexity: int = 1
     min_detection_confidence: float = 0.5
@@ -131,6 +137,7 @@ class PoseSettings:
     storage: str = "float32"
 
     def __post_init__(self) -> None:
+        validate_estimator(self.estimator)
         validate_holistic_settings(self.face, self.model_complexity, self.min_detection_confidence,
                                    self.min_tracking_confidence)
         check_storage(self.storage)
@@ -148,21 +155,21 @@ class PoseSettings:
         """The settings that determine the keypoints (stored in shards; not workers/checkpointing)."""
         d = asdict(self)
         del d["workers"], d["checkpoint_every"], d["storage"]
+        if d["estimator"] == DEFAULT_ESTIMATOR:
+            del d["estimator"]
         d["min_detection_confidence"] = float(d["min_detection_confidence"])
         d["min_tracking_confidence"] = float(d["min_tracking_confidence"])
         return d
 
     def skeleton(self) -> Skeleton:
         """The layout of the keypoints these settings produce."""
-        return holistic_skeleton(self.face, self.model_complexity)
+        return estimator_skeleton(self.estimator, self.face, self.model_complexity)
 
     def make_estimator(self) -> PoseEstimator:
-        """A new estimator (imports mediapipe)."""
-        from sldata.pose.estimator import HolisticEstimator
-
-        return HolisticEstimator(face=self.face, model_complexity=self.model_complexity,
-                                 min_detection_confidence=self.min_detection_confidence,
-                                 min_tracking_confidence=self.min_tracking_confidence)
+        """A new estimator (imports mediapipe, or openvino)."""
+        return make_estimator(self.estimator, face=self.face, model_complexity=self.model_complexity,
+                              min_detection_confidence=self.min_detection_confidence,
+                              min_tracking_confidence=self.min_tracking_confidence)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -375,15 +382,15 @@ CACHE_VERSIONS = 3
 """Cached copies kept per shard (the most recent keys: settings switched back are still reused)."""
 CACHE_PATH_COLUMN = "clip_path"
 CACHE_SHA_COLUMN = "clip_sha256"
-_KEY_FILES = ("estimator.py", "extract.py", "skeleton.py", "store.py")
-_KEY_DISTRIBUTIONS = ("mediapipe", "av", "numpy")
+_KEY_FILES = ("estimator.py", "extract.py", "skeleton.py", "store.py", "openvino_holistic.py")
+_KEY_DISTRIBUTIONS = ("mediapipe", "av", "numpy", "openvino", "opencv-contrib-python")
 
 
 def reuse_key(schema: pa.Schema) -> str:
     """16 hex digits naming what determines a clip's row besides the clip file itself.
 
     The shard ``schema``'s skeleton and settings metadata, the source of the pose modules
-    (:data:`_KEY_FILES`) and the installed versions of mediapipe, PyAV and numpy. Any change
+    (:data:`_KEY_FILES`) and the installed versions of mediapipe, PyAV, numpy, OpenVINO and OpenCV. Any change
     gives a new key, so rows made another way are never reused.
     """
     digest = hashlib.sha256()

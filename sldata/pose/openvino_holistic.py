@@ -1,0 +1,725 @@
+"""MediaPipe Holistic's graph, rebuilt in our code on MediaPipe's own models, run by OpenVINO.
+
+:class:`OpenVinoHolisticEstimator` gives the keypoints of :class:`sldata.pose.estimator.HolisticEstimator`
+(same skeleton, same coordinate convention) from the ``.tflite`` models inside the installed
+mediapipe wheel, loaded by ``openvino.Core().read_model`` and compiled in f32. The graph
+(``holistic_landmark_cpu`` of mediapipe 0.10.21 with ``model_complexity=1``,
+``smooth_landmarks=True``, no segmentation, no face refinement) is followed step by step:
+
+Body (``PoseLandmarkCpu``)
+    When the previous frame gave no body, the pose detector runs on the whole frame (224 px,
+    letterboxed, SSD anchors, weighted non-maximum suppression); the first detection's hip
+    centre and scale keypoints give a rotated ROI (x1.25, squared). Otherwise the ROI comes from
+    the previous frame's two auxiliary landmarks. The landmark model (256 px crop) gives 39
+    landmarks, refined on its 64x64 heatmap (7x7 window), projected back to the frame, and its
+    presence score gates them (``min_tracking_confidence``). The 33 body landmarks and the two
+    auxiliary ones are smoothed like Holistic's ``PoseLandmarkFiltering``: a one-euro filter on
+    pixel coordinates scaled by the body's size, a low-pass filter on visibility; both restart
+    when the body is lost.
+Hands (``HandLandmarksFromPoseCpu``, each side)
+    Skipped when the pose wrist's visibility is <= 0.1. The pose's wrist, index and pinky give a
+    hand ROI (x2.7), the recrop model refines it to a second ROI; when the previous frame had
+    the hand and its landmarks' ROI still agrees with the recrop ROI (rotation, translation,
+    scale, landmarks inside), that tracking ROI is kept. The hand landmark model (224 px) gives
+    21 points when its presence score is > 0.5.
+Face (``FaceLandmarksFromPoseCpu``, skipped when ``face="none"``)
+    The pose's 11 face points give an ROI (x3) where the short-range face detector runs; its
+    first detection gives the face ROI, tracked the same way from the previous landmarks; the
+    face landmark model (192 px) gives 468 points when its score is > 0.5.
+
+Crops are made as MediaPipe's CPU ``ImageToTensorCalculator`` makes them (OpenCV perspective
+warp of the rotated rectangle, bilinear, replicated or zero border), so the models see nearly
+the same pixels. Timestamps follow ``mp.solutions``: 33,333 us per frame.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sldata.pose.estimator import check_frame, validate_holistic_settings
+from sldata.pose.skeleton import COMPONENTS, Skeleton, face_indices
+
+ESTIMATOR_NAME = "openvino-holistic"
+FRAME_US = 33333
+"""Microseconds between frames, as ``mp.solutions`` stamps them (a simulated 30 fps)."""
+
+_LEFT_HAND_FROM_POSE = (15, 17, 19)  # wrist, pinky, index of the signer's left side
+_RIGHT_HAND_FROM_POSE = (16, 18, 20)
+
+
+def _modules_dir() -> Path:
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the openvino pose estimator needs the mediapipe wheel's models: mediapipe is not installed")
+    return Path(spec.origin).parent / "modules"
+
+
+MODEL_FILES = {
+    "pose_detection": "pose_detection/pose_detection.tflite",
+    "pose_landmark": "pose_landmark/pose_landmark_full.tflite",
+    "hand_recrop": "holistic_landmark/hand_recrop.tflite",
+    "hand_landmark": "hand_landmark/hand_landmark_full.tflite",
+    "face_detection": "face_detection/face_detection_short_range.tflite",
+    "face_landmark": "face_landmark/face_landmark.tflite",
+}
+"""The models, relative to the mediapipe wheel's ``modules`` folder."""
+PRECISIONS = ("f32", "bf16")
+SIGNED_INPUT = ("pose_detection", "face_detection")
+"""Models whose input pixels are in -1..1 (the others take 0..1)."""
+
+
+def openvino_skeleton(face: str = "subset", model_complexity: int = 1) -> Skeleton:
+    """The :class:`Skeleton` :class:`OpenVinoHolisticEstimator` produces, without importing openvino."""
+    mp_version = importlib.metadata.version("mediapipe")
+    ov_version = importlib.metadata.version("openvino")
+    return Skeleton(face=face, estimator=ESTIMATOR_NAME,
+                    estimator_version=f"{mp_version} model_complexity={model_complexity} openvino={ov_version}")
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class Rect:
+    """A rotated rectangle in normalized frame coordinates (MediaPipe's ``NormalizedRect``).
+
+    Attributes
+    ----------
+    x, y
+        Centre, 0..1 of the frame width and height.
+    w, h
+        Size, fractions of the frame width and height.
+    r
+        Rotation in radians (clockwise in image coordinates, y down).
+    """
+
+    x: float
+    y: float
+    w: float
+    h: float
+    r: float = 0.0
+
+
+def normalize_radians(angle: float) -> float:
+    """``angle`` wrapped to [-pi, pi)."""
+    return angle - 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))
+
+
+def _rotation(x0: float, y0: float, x1: float, y1: float, target: float) -> float:
+    """Rotation making the vector (x0, y0) -> (x1, y1), in pixels, point at ``target`` radians."""
+    return normalize_radians(target - math.atan2(-(y1 - y0), x1 - x0))
+
+
+def transform_rect(rect: Rect, width: int, height: int, scale: float, shift_y: float = 0.0) -> Rect:
+    """Shift along the rect's own axes, square on the long side (in pixels), then scale.
+
+    MediaPipe's ``RectTransformationCalculator`` with ``square_long: true`` and ``shift_x: 0``.
+    """
+    x, y = rect.x, rect.y
+    if shift_y:
+        if rect.r == 0.0:
+            y += rect.h * shift_y
+        else:
+            x += (-height * rect.h * shift_y * math.sin(rect.r)) / width
+            y += (height * rect.h * shift_y * math.cos(rect.r)) / height
+    long_side = max(rect.w * width, rect.h * height)
+    return Rect(x, y, long_side / width * scale, long_side / height * scale, rect.r)
+
+
+def alignment_rect(p0: np.ndarray, p1: np.ndarray, width: int, height: int, target: float) -> Rect:
+    """Rect centred on ``p0`` whose side is twice the distance to ``p1`` (pixels), rotated to ``target``.
+
+    MediaPipe's ``AlignmentPointsRectsCalculator``; ``p0``, ``p1`` are normalized (x, y).
+    """
+    x0, y0 = float(p0[0]) * width, float(p0[1]) * height
+    x1, y1 = float(p1[0]) * width, float(p1[1]) * height
+    size = math.hypot(x1 - x0, y1 - y0) * 2.0
+    return Rect(x0 / width, y0 / height, size / width, size / height, _rotation(x0, y0, x1, y1, target))
+
+
+def box_rect(points: np.ndarray, width: int, height: int, start: int, end: int, target: float) -> Rect:
+    """Axis-aligned bounds of ``points`` (normalized [n, >=2]), rotated by the vector ``start`` -> ``end``.
+
+    MediaPipe's ``LandmarksToDetectionCalculator`` then ``DetectionsToRectsCalculator``.
+    """
+    xmin, ymin = points[:, :2].min(axis=0)
+    xmax, ymax = points[:, :2].max(axis=0)
+    p0, p1 = points[start], points[end]
+    r = _rotation(float(p0[0]) * width, float(p0[1]) * height, float(p1[0]) * width, float(p1[1]) * height, target)
+    return Rect(float(xmin + xmax) / 2, float(ymin + ymax) / 2, float(xmax - xmin), float(ymax - ymin), r)
+
+
+def hand_rect_from_pose(wrist: np.ndarray, pinky: np.ndarray, index: np.ndarray, width: int, height: int) -> Rect:
+    """Hand rect from the pose's wrist, pinky and index (``HandDetectionsFromPoseToRectsCalculator``)."""
+    xw, yw = float(wrist[0]) * width, float(wrist[1]) * height
+    xm = (2.0 * float(index[0]) + float(pinky[0])) / 3.0 * width
+    ym = (2.0 * float(index[1]) + float(pinky[1])) / 3.0 * height
+    size = math.hypot(xm - xw, ym - yw) * 2.0
+    return Rect(xm / width, ym / height, size / width, size / height, _rotation(xw, yw, xm, ym, math.pi / 2))
+
+
+def hand_rect_from_landmarks(lms: np.ndarray, width: int, height: int) -> Rect:
+    """Rect around 21 hand landmarks, rotated wrist -> fingers (``HandLandmarksToRectCalculator``).
+
+    Holistic feeds all 21 landmarks, so the calculator's "PIP" indices 4, 6, 8 (meant for its
+    palm subset) pick the thumb tip, index PIP and index tip; kept as is for parity.
+    """
+    x0, y0 = lms[0, 0] * width, lms[0, 1] * height
+    x1 = ((lms[4, 0] + lms[8, 0]) / 2 + lms[6, 0]) / 2 * width
+    y1 = ((lms[4, 1] + lms[8, 1]) / 2 + lms[6, 1]) / 2 * height
+    rot = _rotation(float(x0), float(y0), float(x1), float(y1), math.pi / 2)
+    rev = normalize_radians(-rot)
+    cx, cy = (lms[:, 0].max() + lms[:, 0].min()) / 2, (lms[:, 1].max() + lms[:, 1].min()) / 2
+    ox, oy = (lms[:, 0] - cx) * width, (lms[:, 1] - cy) * height
+    px = ox * math.cos(rev) - oy * math.sin(rev)
+    py = ox * math.sin(rev) + oy * math.cos(rev)
+    pcx, pcy = (px.max() + px.min()) / 2, (py.max() + py.min()) / 2
+    centre_x = pcx * math.cos(rot) - pcy * math.sin(rot) + width * cx
+    centre_y = pcx * math.sin(rot) + pcy * math.cos(rot) + height * cy
+    return Rect(float(centre_x / width), float(centre_y / height), float((px.max() - px.min()) / width),
+                float((py.max() - py.min()) / height), rot)
+
+
+def _rotate_frame(x: float, y: float, cosa: float, sina: float) -> tuple[float, float]:
+    return x * cosa - y * sina, x * sina + y * cosa
+
+
+def keep_tracking(prev_lms: np.ndarray, prev_rect: Rect, recrop: Rect, width: int, height: int,
+                  rotation_degrees: float, translation: float, scale: float, margin: float) -> bool:
+    """Whether the previous landmarks' rect still agrees with the recrop rect (``RoiTrackingCalculator``)."""
+    cosa, sina = math.cos(-recrop.r), math.sin(-recrop.r)
+    px, py = _rotate_frame(prev_rect.x * width, prev_rect.y * height, cosa, sina)
+    rx, ry = _rotate_frame(recrop.x * width, recrop.y * height, cosa, sina)
+    rw, rh = recrop.w * width, recrop.h * height
+    diff = math.degrees(prev_rect.r) - math.degrees(recrop.r)
+    if diff > 180:
+        diff -= 360
+    if diff < -180:
+        diff += 360
+    ok = abs(diff) <= rotation_degrees
+    ok &= abs(px - rx) <= rw * translation and abs(py - ry) <= rh * translation
+    ok &= abs(prev_rect.w * width - rw) <= rw * scale and abs(prev_rect.h * height - rh) <= rh * scale
+    if not ok:
+        return False
+    mw, mh = rw * (1 + margin), rh * (1 + margin)
+    lx = prev_lms[:, 0] * width * cosa - prev_lms[:, 1] * height * sina
+    ly = prev_lms[:, 0] * width * sina + prev_lms[:, 1] * height * cosa
+    return bool(np.all((rx - mw / 2 < lx) & (lx < rx + mw / 2) & (ry - mh / 2 < ly) & (ly < ry + mh / 2)))
+
+
+# --------------------------------------------------------------------------- crops and projection
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A model input cut from a frame, and how to map the model's coordinates back.
+
+    Attributes
+    ----------
+    tensor
+        ``[1, H, W, 3]`` uint8 RGB.
+    padding
+        Letterbox (left, top, right, bottom) as fractions of the tensor.
+    padded
+        The padded rect in pixels ``(cx, cy, w, h, rotation)`` (what the tensor covers).
+    """
+
+    tensor: np.ndarray
+    padding: tuple[float, float, float, float]
+    padded: tuple[float, float, float, float, float]
+
+
+def crop(frame: np.ndarray, rect: Rect | None, out_w: int, out_h: int, *, keep_aspect: bool,
+         zero_border: bool) -> Crop:
+    """Cut ``rect`` (``None``: the whole frame) out of ``frame`` into a uint8 model tensor.
+
+    MediaPipe's CPU ``ImageToTensorCalculator``: the rect is letterboxed to the tensor's aspect
+    ratio when ``keep_aspect``, its corners are warped onto the tensor (OpenCV perspective warp,
+    bilinear). The models map 0..255 to their value range themselves (see :class:`_Models`).
+    """
+    import cv2
+
+    height, width = frame.shape[:2]
+    if rect is None:
+        cx, cy, w, h, r = width / 2, height / 2, float(width), float(height), 0.0
+    else:
+        cx, cy, w, h, r = rect.x * width, rect.y * height, rect.w * width, rect.h * height, rect.r
+    padding = (0.0, 0.0, 0.0, 0.0)
+    if keep_aspect:
+        tensor_ar, roi_ar = out_h / out_w, h / w
+        if tensor_ar > roi_ar:
+            vertical = (1.0 - roi_ar / tensor_ar) / 2.0
+            w, h = w, w * tensor_ar
+            padding = (0.0, vertical, 0.0, vertical)
+        else:
+            horizontal = (1.0 - tensor_ar / roi_ar) / 2.0
+            w, h = h / tensor_ar, h
+            padding = (horizontal, 0.0, horizontal, 0.0)
+    src = cv2.boxPoints(((cx, cy), (w, h), r * 180.0 / math.pi)).astype(np.float32)
+    dst = np.array([[0, out_h], [0, 0], [out_w, 0], [out_w, out_h]], dtype=np.float32)
+    matrix = cv2.getPerspectiveTransform(src, dst)
+    warped = cv2.warpPerspective(frame, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT if zero_border else cv2.BORDER_REPLICATE)
+    return Crop(warped[None], padding, (cx, cy, w, h, r))
+
+
+def project(points: np.ndarray, padding: tuple[float, float, float, float], rect: Rect) -> np.ndarray:
+    """Normalized crop coordinates ``[n, 3]`` to frame coordinates (letterbox removal, then rect projection).
+
+    MediaPipe's ``LandmarkLetterboxRemovalCalculator`` and ``LandmarkProjectionCalculator``
+    (NORM_RECT form: rotation in normalized coordinates, z scaled like x).
+    """
+    left, top, right, bottom = padding
+    x = (points[:, 0] - left) / (1.0 - left - right) - 0.5
+    y = (points[:, 1] - top) / (1.0 - top - bottom) - 0.5
+    z = points[:, 2] / (1.0 - left - right)
+    c, s = math.cos(rect.r), math.sin(rect.r)
+    out = np.empty((points.shape[0], 3), dtype=np.float64)
+    out[:, 0] = (c * x - s * y) * rect.w + rect.x
+    out[:, 1] = (s * x + c * y) * rect.h + rect.y
+    out[:, 2] = z * rect.w
+    return out
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def ssd_anchors(input_size: int, strides: tuple[int, ...], per_layer: int = 2) -> np.ndarray:
+    """Anchor centres ``[n, 2]`` (x, y) of MediaPipe's ``SsdAnchorsCalculator`` with fixed-size anchors.
+
+    Consecutive layers of one stride share a grid; each layer adds ``per_layer`` anchors per cell
+    (aspect ratio 1 plus the interpolated scale); centres are offset by half a cell.
+    """
+    centres: list[np.ndarray] = []
+    i = 0
+    while i < len(strides):
+        j = i
+        while j < len(strides) and strides[j] == strides[i]:
+            j += 1
+        side = math.ceil(input_size / strides[i])
+        ys, xs = np.meshgrid((np.arange(side) + 0.5) / side, (np.arange(side) + 0.5) / side, indexing="ij")
+        grid = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        centres.append(np.repeat(grid, per_layer * (j - i), axis=0))
+        i = j
+    return np.concatenate(centres).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detection in normalized coordinates: score, box ``(xmin, ymin, xmax, ymax)``, keypoints ``[k, 2]``."""
+
+    score: float
+    box: np.ndarray
+    keypoints: np.ndarray
+
+
+def first_detection(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, scale: float,
+                    num_keypoints: int, min_score: float, iou_threshold: float = 0.3) -> Detection | None:
+    """The best detection after MediaPipe's weighted non-maximum suppression (or ``None``).
+
+    Decodes SSD boxes (x, y, w, h order, fixed anchors, coordinates divided by ``scale``),
+    keeps scores (sigmoid of the clipped logit) >= ``min_score``, and averages, weighted by
+    score, every box overlapping the best one by IoU > ``iou_threshold`` (``WEIGHTED`` NMS's
+    first output).
+    """
+    scores = _sigmoid(np.clip(raw_scores.reshape(-1), -100.0, 100.0))
+    keep = np.flatnonzero(scores >= min_score)
+    if keep.size == 0:
+        return None
+    raw = raw_boxes.reshape(raw_boxes.shape[-2], raw_boxes.shape[-1])[keep]
+    anc = anchors[keep]
+    cx = raw[:, 0] / scale + anc[:, 0]
+    cy = raw[:, 1] / scale + anc[:, 1]
+    w, h = raw[:, 2] / scale, raw[:, 3] / scale
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    kps = raw[:, 4:4 + 2 * num_keypoints].reshape(-1, num_keypoints, 2) / scale + anc[:, None, :]
+    valid = (w >= 0) & (h >= 0)
+    boxes, kps, sc = boxes[valid], kps[valid], scores[keep][valid]
+    if sc.size == 0:
+        return None
+    order = np.argsort(-sc, kind="stable")
+    top = order[0]
+    ix0 = np.maximum(boxes[:, 0], boxes[top, 0])
+    iy0 = np.maximum(boxes[:, 1], boxes[top, 1])
+    ix1 = np.minimum(boxes[:, 2], boxes[top, 2])
+    iy1 = np.minimum(boxes[:, 3], boxes[top, 3])
+    inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + area[top] - inter
+    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    cand = iou > iou_threshold
+    cand[top] = True
+    wts = sc[cand][:, None]
+    box = (boxes[cand] * wts).sum(axis=0) / wts.sum()
+    kp = (kps[cand] * wts[:, :, None]).sum(axis=0) / wts.sum()
+    return Detection(float(sc[top]), box, kp)
+
+
+# --------------------------------------------------------------------------- smoothing
+
+
+class OneEuroFilter:
+    """Vectorized one-euro filter of MediaPipe's ``LandmarksSmoothingCalculator`` (raw derivative)."""
+
+    def __init__(self, min_cutoff: float, beta: float, derivate_cutoff: float, frequency: float = 30.0) -> None:
+        self.min_cutoff, self.beta, self.derivate_cutoff = min_cutoff, beta, derivate_cutoff
+        self.initial_frequency = frequency
+        self.reset()
+
+    def reset(self) -> None:
+        self.frequency = self.initial_frequency
+        self.last_time = 0
+        self.x: np.ndarray | None = None
+        self.raw: np.ndarray | None = None
+        self.dx: np.ndarray | None = None
+
+    def _alpha(self, cutoff: np.ndarray | float) -> np.ndarray | float:
+        te = 1.0 / self.frequency
+        tau = 1.0 / (2 * math.pi * cutoff)
+        return 1.0 / (1.0 + tau / te)
+
+    def apply(self, time_us: int, value: np.ndarray, value_scale: float) -> np.ndarray:
+        if self.last_time >= time_us:
+            return value
+        if self.last_time != 0:
+            self.frequency = 1.0 / ((time_us - self.last_time) * 1e-6)
+        self.last_time = time_us
+        if self.x is None:
+            self.x, self.raw, self.dx = value.copy(), value.copy(), np.zeros_like(value)
+            return value.copy()
+        dvalue = (value - self.raw) * value_scale * self.frequency
+        self.dx = self._alpha(self.derivate_cutoff) * dvalue + (1 - self._alpha(self.derivate_cutoff)) * self.dx
+        alpha = self._alpha(self.min_cutoff + self.beta * np.abs(self.dx))
+        self.x = alpha * value + (1 - alpha) * self.x
+        self.raw = value.copy()
+        return self.x.copy()
+
+
+class LowPass:
+    """First-order low-pass filter (``VisibilitySmoothingCalculator``'s ``low_pass_filter``)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+        self.value: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.value = None
+
+    def apply(self, value: np.ndarray) -> np.ndarray:
+        self.value = value.copy() if self.value is None else self.alpha * value + (1 - self.alpha) * self.value
+        return self.value.copy()
+
+
+class PoseFilter:
+    """Holistic's ``PoseLandmarkFiltering`` for the body (33) and auxiliary (2) landmarks."""
+
+    def __init__(self) -> None:
+        self.body = OneEuroFilter(0.05, 80.0, 1.0)
+        self.aux = OneEuroFilter(0.01, 10.0, 1.0)
+        self.body_vis = LowPass(0.1)
+        self.aux_vis = LowPass(0.1)
+
+    def reset(self) -> None:
+        for f in (self.body, self.aux, self.body_vis, self.aux_vis):
+            f.reset()
+
+    def apply(self, time_us: int, body: np.ndarray, aux: np.ndarray, width: int,
+              height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Filtered copies of ``body`` ``[33, 4]`` and ``aux`` ``[2, 4]`` (x, y, z, visibility, normalized)."""
+        scale_rect = alignment_rect(aux[0], aux[1], width, height, math.pi / 2)
+        object_scale = (scale_rect.w * width + scale_rect.h * height) / 2.0
+        px = np.array([width, height, width], dtype=np.float64)
+        out = []
+        for pts, euro, vis in ((body, self.body, self.body_vis), (aux, self.aux, self.aux_vis)):
+            res = pts.copy()
+            res[:, 3] = vis.apply(pts[:, 3])
+            if object_scale >= 1e-6:
+                res[:, :3] = euro.apply(time_us, pts[:, :3] * px, 1.0 / object_scale) / px
+            out.append(res)
+        return out[0], out[1]
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class _Models:
+    """The six compiled models of one estimator (shared by its sessions)."""
+
+    def __init__(self, threads: int, face: bool, precision: str = "f32") -> None:
+        import openvino as ov
+
+        core = ov.Core()
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        root = _modules_dir()
+        keep_outputs = {"pose_landmark": (0, 1, 3), "hand_landmark": (0, 1)}  # no segmentation / world / handedness
+        self.requests: dict[str, Any] = {}
+        for name, rel in MODEL_FILES.items():
+            if not face and name.startswith("face"):
+                continue
+            path = root / rel
+            if not path.is_file():
+                raise FileNotFoundError(f"MediaPipe model {path} is missing (mediapipe's wheel should ship it)")
+            model = core.read_model(str(path))
+            if name in keep_outputs:
+                model = ov.Model([model.outputs[i] for i in keep_outputs[name]], model.get_parameters(), name)
+            ppp = ov.preprocess.PrePostProcessor(model)  # uint8 in; 0..255 -> the model's range inside
+            ppp.input().tensor().set_element_type(ov.Type.u8)
+            steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
+            if name in SIGNED_INPUT:
+                steps.mean(127.5).scale(127.5)
+            else:
+                steps.scale(255.0)
+            model = ppp.build()
+            self.requests[name] = core.compile_model(model, "CPU", config).create_infer_request()
+
+    def run(self, name: str, tensor: np.ndarray) -> list[np.ndarray]:
+        req = self.requests[name]
+        req.infer([tensor])
+        return [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
+
+
+class OpenVinoHolisticEstimator:
+    """Holistic's graph on OpenVINO (body 33, hands 2 x 21, optional face points); see the module docs.
+
+    Parameters
+    ----------
+    face
+        ``none``, ``subset`` (93 points) or ``full`` (468 mesh points); ``none`` skips the face models.
+    model_complexity
+        Must be 1 (the pose model the mediapipe wheel ships).
+    min_detection_confidence
+        Score threshold of the pose detector.
+    min_tracking_confidence
+        Presence threshold of the pose landmark model (below it the body is lost and detected again).
+    threads
+        OpenVINO inference threads per model (0: OpenVINO's choice). 1 gives the least CPU per frame.
+    precision
+        OpenVINO's inference precision: ``f32`` (the default: MediaPipe's numbers) or ``bf16``
+        (faster on CPUs with AMX/AVX-512 BF16, less exact; measured in docs/benchmarks.md).
+
+    Raises
+    ------
+    ValueError
+        An invalid setting.
+    FileNotFoundError
+        A model missing from the mediapipe wheel.
+    """
+
+    def __init__(self, face: str = "subset", model_complexity: int = 1, min_detection_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5, threads: int = 1, precision: str = "f32") -> None:
+        validate_holistic_settings(face, model_complexity, min_detection_confidence, min_tracking_confidence)
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
+            raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.model_complexity = model_complexity
+        self.min_detection_confidence = float(min_detection_confidence)
+        self.min_tracking_confidence = float(min_tracking_confidence)
+        self.skeleton = openvino_skeleton(face, model_complexity)
+        self._face_idx = np.asarray(face_indices(face), dtype=np.int64)
+        self._slices = {part: self.skeleton.part_slice(part) for part in self.skeleton.parts}
+        self.models = _Models(threads, face=bool(self._face_idx.size), precision=precision)
+        self.pose_anchors = ssd_anchors(224, (8, 16, 32, 32, 32))
+        self.face_anchors = ssd_anchors(128, (8, 16, 16, 16))
+
+    def session(self) -> OpenVinoHolisticSession:
+        """Fresh tracking state for one clip or stream (see :class:`sldata.pose.estimator.PoseSession`)."""
+        return OpenVinoHolisticSession(self)
+
+    def estimate(self, frames: Iterable[np.ndarray]) -> np.ndarray:
+        """Keypoints ``[T, P, 4]`` float32 of one clip's RGB uint8 ``[H, W, 3]`` frames (in order)."""
+        with self.session() as session:
+            rows = [session.process(frame, where=f"frame {i}") for i, frame in enumerate(frames)]
+        if not rows:
+            return np.zeros((0, self.skeleton.num_points, len(COMPONENTS)), dtype=np.float32)
+        return np.stack(rows)
+
+
+class OpenVinoHolisticSession:
+    """Tracking state of one clip for :class:`OpenVinoHolisticEstimator` (a context manager)."""
+
+    def __init__(self, estimator: OpenVinoHolisticEstimator) -> None:
+        self.est = estimator
+        self.time_us = 0
+        self.prev_pose_roi: Rect | None = None
+        self.filter = PoseFilter()
+        self.prev_hands: dict[str, np.ndarray | None] = {"left_hand": None, "right_hand": None}
+        self.prev_face: np.ndarray | None = None
+        self.closed = False
+
+    # ---- body
+
+    def _detect_pose(self, frame: np.ndarray) -> Rect | None:
+        height, width = frame.shape[:2]
+        c = crop(frame, None, 224, 224, keep_aspect=True, zero_border=True)
+        boxes, scores = self.est.models.run("pose_detection", c.tensor)
+        det = first_detection(boxes, scores, self.est.pose_anchors, 224.0, 4, self.est.min_detection_confidence)
+        if det is None:
+            return None
+        left, top, right, bottom = c.padding
+        kps = (det.keypoints - [left, top]) / [1.0 - left - right, 1.0 - top - bottom]
+        raw = alignment_rect(kps[0], kps[1], width, height, math.pi / 2)
+        return transform_rect(raw, width, height, 1.25)
+
+    def _pose_landmarks(self, frame: np.ndarray, roi: Rect) -> tuple[np.ndarray, np.ndarray] | None:
+        c = crop(frame, roi, 256, 256, keep_aspect=True, zero_border=False)
+        lm, flag, heatmap = self.est.models.run("pose_landmark", c.tensor)
+        if not float(flag.reshape(-1)[0]) > self.est.min_tracking_confidence:
+            return None
+        raw = lm.reshape(39, 5).astype(np.float64)
+        pts = raw[:, :3] / 256.0
+        refine_from_heatmap(pts, heatmap.reshape(64, 64, 39), kernel=7)
+        out = np.empty((39, 4), dtype=np.float64)
+        out[:, :3] = project(pts, c.padding, roi)
+        out[:, 3] = _sigmoid(raw[:, 3])
+        return out[:33], out[33:35]
+
+    # ---- hands
+
+    def _hand(self, frame: np.ndarray, pose: np.ndarray, side: str, idx: tuple[int, int, int]) -> np.ndarray | None:
+        height, width = frame.shape[:2]
+        wrist, pinky, index = pose[idx[0]], pose[idx[1]], pose[idx[2]]
+        if not wrist[3] > 0.1:
+            return None
+        from_pose = transform_rect(hand_rect_from_pose(wrist, pinky, index, width, height), width, height, 2.7, -0.1)
+        c = crop(frame, from_pose, 256, 256, keep_aspect=True, zero_border=False)
+        (out,) = self.est.models.run("hand_recrop", c.tensor)
+        pts = np.zeros((2, 3))
+        pts[:, :2] = out.reshape(2, 2) / 256.0
+        align = project(pts, c.padding, from_pose)
+        recrop = transform_rect(alignment_rect(align[0], align[1], width, height, -math.pi / 2), width, height,
+                                1.0, -0.1)
+        roi = recrop
+        prev = self.prev_hands[side]
+        if prev is not None:
+            prev_rect = transform_rect(hand_rect_from_landmarks(prev, width, height), width, height, 2.0, -0.1)
+            if keep_tracking(prev, prev_rect, recrop, width, height, 40.0, 0.2, 0.4, -0.1):
+                roi = prev_rect
+        c = crop(frame, roi, 224, 224, keep_aspect=True, zero_border=False)
+        lm, flag = self.est.models.run("hand_landmark", c.tensor)
+        if not float(flag.reshape(-1)[0]) > 0.5:
+            return None
+        pts = lm.reshape(21, 3).astype(np.float64) / 224.0
+        pts[:, 2] /= 0.4
+        return project(pts, c.padding, roi)
+
+    # ---- face
+
+    def _face(self, frame: np.ndarray, pose: np.ndarray) -> np.ndarray | None:
+        height, width = frame.shape[:2]
+        from_pose = transform_rect(box_rect(pose[:11], width, height, 5, 2, 0.0), width, height, 3.0)
+        c = crop(frame, from_pose, 128, 128, keep_aspect=True, zero_border=True)
+        boxes, scores = self.est.models.run("face_detection", c.tensor)
+        det = first_detection(boxes, scores, self.est.face_anchors, 128.0, 6, 0.5)
+        if det is None:
+            return None
+        cx, cy, w, h, r = c.padded  # the tensor's rect: map its 0..1 coordinates to the frame
+        cos_r, sin_r = math.cos(r), math.sin(r)
+        u, v = det.keypoints[:, 0] - 0.5, det.keypoints[:, 1] - 0.5
+        kps = np.stack([(w * cos_r * u - h * sin_r * v + cx) / width,
+                        (w * sin_r * u + h * cos_r * v + cy) / height], axis=1)
+        xmin, ymin = kps.min(axis=0)
+        xmax, ymax = kps.max(axis=0)
+        rot = _rotation(kps[0, 0] * width, kps[0, 1] * height, kps[1, 0] * width, kps[1, 1] * height, 0.0)
+        recrop = transform_rect(Rect(float(xmin + xmax) / 2, float(ymin + ymax) / 2, float(xmax - xmin),
+                                     float(ymax - ymin), rot), width, height, 2.0, -0.1)
+        roi = recrop
+        if self.prev_face is not None:
+            prev_rect = transform_rect(box_rect(self.prev_face, width, height, 33, 263, 0.0), width, height, 1.5)
+            if keep_tracking(self.prev_face, prev_rect, recrop, width, height, 15.0, 0.1, 0.3, -0.2):
+                roi = prev_rect
+        c = crop(frame, roi, 192, 192, keep_aspect=False, zero_border=False)
+        lm, flag = self.est.models.run("face_landmark", c.tensor)
+        if not float(_sigmoid(flag.reshape(-1)[:1])[0]) > 0.5:
+            return None
+        pts = lm.reshape(468, 3).astype(np.float64) / 192.0
+        return project(pts, c.padding, roi)
+
+    # ---- one frame
+
+    def process(self, frame: np.ndarray, where: str = "frame") -> np.ndarray:
+        """Keypoints ``[P, 4]`` float32 of one RGB uint8 ``[H, W, 3]`` frame."""
+        if self.closed:
+            raise RuntimeError("pose session used after close()")
+        frame = check_frame(frame, where)
+        height, width = frame.shape[:2]
+        self.time_us += FRAME_US
+        est = self.est
+        out = np.full((est.skeleton.num_points, len(COMPONENTS)), np.nan, dtype=np.float32)
+        out[:, 3] = 0.0
+
+        roi = self.prev_pose_roi if self.prev_pose_roi is not None else self._detect_pose(frame)
+        found = self._pose_landmarks(frame, roi) if roi is not None else None
+        if found is None:
+            self.prev_pose_roi = None
+            self.filter.reset()
+            self.prev_hands = {"left_hand": None, "right_hand": None}
+            self.prev_face = None
+            return out
+        body, aux = self.filter.apply(self.time_us, found[0], found[1], width, height)
+        self.prev_pose_roi = transform_rect(alignment_rect(aux[0], aux[1], width, height, math.pi / 2),
+                                            width, height, 1.25)
+        out[est._slices["body"]] = body
+        for side, idx in (("left_hand", _LEFT_HAND_FROM_POSE), ("right_hand", _RIGHT_HAND_FROM_POSE)):
+            hand = self._hand(frame, body, side, idx)
+            self.prev_hands[side] = hand
+            if hand is not None:
+                out[est._slices[side], :3] = hand
+                out[est._slices[side], 3] = 1.0
+        if est._face_idx.size:
+            face = self._face(frame, body)
+            self.prev_face = face
+            if face is not None:
+                out[est._slices["face"], :3] = face[est._face_idx]
+                out[est._slices["face"], 3] = 1.0
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> OpenVinoHolisticSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def refine_from_heatmap(points: np.ndarray, heatmap: np.ndarray, kernel: int = 7, min_confidence: float = 0.5) -> None:
+    """Move each landmark to the confidence-weighted centre of its heatmap window, in place.
+
+    MediaPipe's ``RefineLandmarksFromHeatmapCalculator``: ``points`` ``[n, >=2]`` normalized to
+    the crop, ``heatmap`` ``[H, W, n]`` logits; a landmark moves only when the window's peak
+    confidence is >= ``min_confidence``; windows are clipped at the heatmap's edges.
+    """
+    hm_h, hm_w, n = heatmap.shape
+    half = (kernel - 1) // 2
+    cols = np.trunc(points[:, 0] * hm_w).astype(np.int64)  # truncation toward zero, as in C++
+    rows = np.trunc(points[:, 1] * hm_h).astype(np.int64)
+    inside = (cols >= 0) & (cols < hm_w) & (rows >= 0) & (rows < hm_h)
+    offsets = np.arange(-half, half + 1)
+    r = rows[:, None] + offsets  # [n, k]
+    c = cols[:, None] + offsets
+    valid = ((r >= 0) & (r < hm_h))[:, :, None] & ((c >= 0) & (c < hm_w))[:, None, :]
+    conf = _sigmoid(heatmap[np.clip(r, 0, hm_h - 1)[:, :, None], np.clip(c, 0, hm_w - 1)[:, None, :],
+                            np.arange(n)[:, None, None]].astype(np.float64)) * valid
+    total = conf.sum(axis=(1, 2))
+    move = inside & (conf.max(axis=(1, 2)) >= min_confidence) & (total > 0)
+    safe = np.where(total > 0, total, 1.0)
+    x = (conf * c[:, None, :]).sum(axis=(1, 2)) / hm_w / safe
+    y = (conf * r[:, :, None]).sum(axis=(1, 2)) / hm_h / safe
+    points[move, 0] = x[move]
+    points[move, 1] = y[move]

@@ -1,0 +1,105 @@
+"""The OpenVINO rebuild of Holistic against MediaPipe's own Holistic, on the same real WLASL frames.
+
+Thresholds are from ``bench/bench_pose_engines.py`` (docs/benchmarks.md, "Pose engines") with
+room for the clip choice: body median error well under a pixel at 256 px, the face a hundredth of
+a pixel, hands present on the same frames almost always.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sldata.pose.estimator import HolisticEstimator, make_estimator
+from sldata.pose.extract import ClipReader, PoseSettings
+from sldata.pose.openvino_holistic import (OpenVinoHolisticEstimator, Rect, hand_rect_from_landmarks,
+                                           normalize_radians, ssd_anchors, transform_rect)
+from sldata.pose.parity import compare
+from sldata.pose.skeleton import present
+
+CLIPS = ("00618", "22119", "56838")  # 12, 26 and 41 keypoint frames at frame_step 2
+
+
+@pytest.fixture(scope="module")
+def frames(shared: Path) -> dict[str, list[np.ndarray]]:
+    videos = shared / "wlasl100_clips" / "videos"
+    return {vid: list(ClipReader(videos / f"{vid}.mp4", 2)) for vid in CLIPS}
+
+
+@pytest.fixture(scope="module")
+def keypoints(frames: dict[str, list[np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    mediapipe = HolisticEstimator(face="subset")
+    openvino = OpenVinoHolisticEstimator(face="subset", threads=1)
+    return {vid: (mediapipe.estimate(clip), openvino.estimate(clip)) for vid, clip in frames.items()}
+
+
+def test_openvino_matches_mediapipe_holistic(frames, keypoints) -> None:
+    skeleton = HolisticEstimator(face="subset").skeleton
+    parts = {}
+    for vid, (ref, test) in keypoints.items():
+        assert test.shape == ref.shape and test.dtype == np.float32
+        height, width = frames[vid][0].shape[:2]
+        compare(ref, test, skeleton, width, height, into=parts)
+    s = {part: acc.summary() for part, acc in parts.items()}
+    assert s["body"]["present_agreement"] == 1.0 and s["body"]["present_test"] == 1.0
+    assert s["body"]["median_px"] < 1.0 and s["body"]["p95_px"] < 8.0, s["body"]
+    assert s["face"]["median_px"] < 0.1 and s["face"]["present_agreement"] >= 0.95, s["face"]
+    for hand in ("left_hand", "right_hand"):
+        assert s[hand]["present_agreement"] >= 0.9, (hand, s[hand])
+        assert s[hand]["median_px"] < 1.5, (hand, s[hand])
+    assert s["left_hand"]["points"] + s["right_hand"]["points"] > 0  # the clips do show hands
+
+
+def test_missing_points_follow_the_skeleton_convention(keypoints) -> None:
+    for ref, test in keypoints.values():
+        found = present(test)
+        assert np.all(test[~found, 3] == 0.0) and np.all(np.isnan(test[~found, :3]).all(axis=-1))
+        hands = test[:, 33:75]
+        assert np.all((hands[..., 3] == 1.0) == present(hands))  # detected hand points: confidence 1
+        body = test[:, :33]
+        assert np.all((body[..., 3] >= 0) & (body[..., 3] <= 1))  # visibility
+        assert np.abs(body[..., 3] - ref[:, :33, 3]).max() < 0.05
+
+
+def test_session_equals_estimate(frames, keypoints) -> None:
+    est = OpenVinoHolisticEstimator(face="subset")
+    clip = frames[CLIPS[0]]
+    with est.session() as session:
+        rows = np.stack([session.process(f) for f in clip])
+    np.testing.assert_array_equal(rows, keypoints[CLIPS[0]][1])
+    with pytest.raises(RuntimeError, match="after close"):
+        session.process(clip[0])
+    with pytest.raises(ValueError, match="RGB uint8"):
+        est.session().process(clip[0].astype(np.float32))
+
+
+def test_settings_select_the_engine() -> None:
+    assert PoseSettings().estimator == "mediapipe"
+    assert "estimator" not in PoseSettings().output_dict()  # default shards keep their metadata
+    ov = PoseSettings(estimator="openvino", face="none")
+    assert ov.output_dict()["estimator"] == "openvino"
+    sk = ov.skeleton()
+    assert sk.estimator == "openvino-holistic" and sk.point_names == PoseSettings(face="none").skeleton().point_names
+    est = ov.make_estimator()
+    assert isinstance(est, OpenVinoHolisticEstimator) and est.skeleton == sk
+    assert "face_detection" not in est.models.requests  # face: none skips the face models
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        PoseSettings(estimator="tflite")
+    with pytest.raises(ValueError, match="takes no options"):
+        make_estimator("mediapipe", threads=1)
+
+
+def test_geometry_helpers() -> None:
+    assert normalize_radians(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
+    assert len(ssd_anchors(224, (8, 16, 32, 32, 32))) == 2254  # pose detector's boxes
+    assert len(ssd_anchors(128, (8, 16, 16, 16))) == 896  # face detector's boxes
+    r = transform_rect(Rect(0.5, 0.5, 0.1, 0.2, 0.0), 200, 100, 2.0, -0.1)
+    assert (r.x, r.y) == pytest.approx((0.5, 0.48)) and r.w * 200 == pytest.approx(r.h * 100) == pytest.approx(40)
+    # an upright hand (fingers up in the image) needs no rotation
+    lms = np.zeros((21, 3))
+    lms[:, 0] = 0.5 + np.linspace(-0.02, 0.02, 21)
+    lms[:, 1] = np.linspace(0.6, 0.4, 21)
+    assert hand_rect_from_landmarks(lms, 100, 100).r == pytest.approx(0.0, abs=0.2)
