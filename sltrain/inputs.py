@@ -146,8 +146,9 @@ class InputSpec:
         return self.frame_step
 
     def estimator_settings(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`sldata.pose.estimator.HolisticEstimator` that training's keypoints used."""
-        settings = {"face": self.skeleton_obj.face}
+        """Keyword arguments of :func:`sldata.pose.estimator.make_estimator` that training's keypoints used
+        (the engine, ``mediapipe`` unless recorded otherwise, and Holistic's settings)."""
+        settings = {"estimator": self.pose_settings.get("estimator", "mediapipe"), "face": self.skeleton_obj.face}
         for key in ("model_complexity", "min_detection_confidence", "min_tracking_confidence"):
             if key in self.pose_settings:
                 settings[key] = self.pose_settings[key]

@@ -294,15 +294,15 @@ class Recognizer:
     # ---- pose estimation
 
     def estimator(self) -> Any:
-        """The MediaPipe Holistic estimator for this model's skeleton (made on first use, then shared)."""
+        """The pose estimator training's keypoints came from, with its settings (made on first use, then shared)."""
         with self._estimator_lock:
             if self._estimator is None:
-                from sldata.pose.estimator import HolisticEstimator
+                from sldata.pose.estimator import make_estimator
 
                 wanted = self.spec.skeleton_obj
-                est = HolisticEstimator(**self.spec.estimator_settings())
+                est = make_estimator(**self.spec.estimator_settings())  # the engine training's keypoints came from
                 if est.skeleton.point_names != wanted.point_names:  # pragma: no cover - guarded by Skeleton
-                    raise ModelDirError(f"{self.path}: the model's skeleton does not match MediaPipe Holistic's")
+                    raise ModelDirError(f"{self.path}: the model's skeleton does not match the pose estimator's")
                 if wanted.estimator_version and est.skeleton.estimator_version != wanted.estimator_version:
                     log.warning("%s: trained on keypoints of %s %s, predicting with %s", self.path, wanted.estimator,
                                 wanted.estimator_version, est.skeleton.estimator_version)

@@ -38,7 +38,7 @@ from sldata.pose.skeleton import present
 from sltrain.inputs import canonical_points, input_features, select_input_points
 from sltrain.predict import DEFAULT_FPS, ModelDirError, PredictError, PredictReason, Recognizer, softmax
 
-DEFAULT_STRIDE = 8
+DEFAULT_STRIDE = 2
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_GAP_S = 1.0
 DEFAULT_MIN_WINDOWS = 2
