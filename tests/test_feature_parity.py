@@ -72,6 +72,14 @@ def pipeline(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "samples": samples, "recognizer": Recognizer.from_model_dir(root / "export" / "sign-recognizer")}
 
 
+@pytest.fixture(scope="module")
+def predicted(pipeline: dict) -> dict:
+    """``Recognizer.video_keypoints`` of every sample clip, as ``predict`` computes them (sample_id -> result)."""
+    recognizer: Recognizer = pipeline["recognizer"]
+    return {sid: recognizer.video_keypoints(path)
+            for sid, path in zip(pipeline["samples"]["sample_id"], pipeline["samples"]["clip_path"])}
+
+
 def test_the_exported_model_carries_the_keypoint_rate(pipeline: dict) -> None:
     spec = pipeline["recognizer"].spec
     _, index, meta = load_packed(pipeline["root"] / "packed")
@@ -84,14 +92,14 @@ def test_the_exported_model_carries_the_keypoint_rate(pipeline: dict) -> None:
     assert spec.frame_step_for(12.0) == 1 and spec.frame_step_for(None) == 2
 
 
-def test_predict_builds_exactly_the_packed_training_features(pipeline: dict) -> None:
+def test_predict_builds_exactly_the_packed_training_features(pipeline: dict, predicted: dict) -> None:
     recognizer: Recognizer = pipeline["recognizer"]
     spec = recognizer.spec
     keypoints, index, meta = load_packed(pipeline["root"] / "packed")
     clips = PoseClips(pipeline["root"] / "packed", ("train", "val"), spec)
-    samples = pipeline["samples"].set_index("sample_id")
+    assert len(clips.index) == len(predicted)
     for row, sid in enumerate(clips.index["sample_id"]):
-        video = recognizer.video_keypoints(samples.loc[sid, "clip_path"])
+        video = predicted[sid]
         packed = keypoints[index["offset"][row]: index["offset"][row] + index["length"][row]]
         assert video.frame_step == 2 and video.keypoints.shape[0] == packed.shape[0], sid  # the same frames
         np.testing.assert_allclose(video.keypoints[:, meta["point_indices"]], packed, atol=1e-6, equal_nan=True,
@@ -114,7 +122,7 @@ def test_every_frame_would_not_match(pipeline: dict) -> None:
     assert dense.shape != packed.shape or not np.allclose(dense, packed, atol=1e-3)
 
 
-def test_predict_agrees_with_evaluate_on_every_clip(pipeline: dict) -> None:
+def test_predict_agrees_with_evaluate_on_every_clip(pipeline: dict, predicted: dict) -> None:
     recognizer: Recognizer = pipeline["recognizer"]
     ckpt = load_checkpoint(pipeline["root"] / "model" / "model.pt")
     model, spec, classes = model_from_checkpoint(ckpt)
@@ -124,21 +132,24 @@ def test_predict_agrees_with_evaluate_on_every_clip(pipeline: dict) -> None:
     compared = 0
     for split in ("train", "val"):
         scores = score_split(model, clips, split)  # what the evaluate stage computes
-        for row, probs in zip(clips.rows_of(split), scores):
+        for n, (row, probs) in enumerate(zip(clips.rows_of(split), scores)):
             sid = clips.index["sample_id"][row]
-            result = recognizer.recognize_video(samples.loc[sid, "clip_path"], top_k=len(classes))
-            got = dict(result.top)
-            assert result.top[0][0] == classes[int(np.argmax(probs))], sid
+            if n == 0:  # the whole of predict, video in, once per split
+                top = recognizer.recognize_video(samples.loc[sid, "clip_path"], top_k=len(classes)).top
+            else:  # the same path from the keypoints predict estimated for this clip
+                top = recognizer.recognize_features(recognizer.video_features(predicted[sid]), top_k=len(classes))
+            got = dict(top)
+            assert top[0][0] == classes[int(np.argmax(probs))], sid
             np.testing.assert_allclose([got[c] for c in classes], probs, atol=1e-4, err_msg=sid)
             compared += 1
     assert compared == len(samples)
 
 
-def test_a_stream_of_one_clip_sees_what_predict_sees(pipeline: dict) -> None:
+def test_a_stream_of_one_clip_sees_what_predict_sees(pipeline: dict, predicted: dict) -> None:
     """Streaming a clip with a window of its whole length classifies exactly predict's input."""
     recognizer: Recognizer = pipeline["recognizer"]
     path = pipeline["samples"]["clip_path"].iloc[0]
-    video = recognizer.video_keypoints(path)
+    video = predicted[pipeline["samples"]["sample_id"].iloc[0]]
     stats: dict[str, float] = {}
     results = list(classify_windows(recognizer, open_source(path), window=len(video.keypoints), stride=1000,
                                     top_k=len(recognizer.classes), stats=stats))
