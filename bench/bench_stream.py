@@ -13,7 +13,8 @@ signed, over the number signed (substitutions + insertions + deletions, like a w
 the table sums both over all videos. The setting is chosen on the first half of the videos and
 its rate is reported on the second half (``held-out`` column), so the reported figure is not tuned
 on the videos it is measured on. ``clip top-1`` is ``predict`` on each joined clip alone: the
-best a stream of these clips could do sign by sign.
+best a stream of these clips could do sign by sign; each of those top-1 glosses is also compared
+with the one ``evaluate`` wrote for the clip (``--evaluate-predictions``).
 
 Usage (after ``make all``)::
 
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", default="data/subset/samples.parquet", help="the subset's samples.parquet")
     parser.add_argument("--clips", default="data/clips",
                         help="the acquire stage's folder: its shard-*/clips.parquet give each sample's clip")
+    parser.add_argument("--evaluate-predictions", default="data/eval/val/predictions.csv",
+                        help="evaluate's per-clip predictions: predict's top-1 on each clip is compared with it")
     parser.add_argument("--split", default="val", help="split the clips come from (default %(default)s)")
     parser.add_argument("--videos", type=int, default=12, help="joined videos (default %(default)s)")
     parser.add_argument("--signs", type=int, default=5, help="signs per video (default %(default)s)")
@@ -113,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     chosen = pool.iloc[rng.permutation(len(pool))[:need]].reset_index(drop=True)
 
+    evaluated: dict[str, str] = {}
+    if Path(args.evaluate_predictions).is_file():
+        table = pd.read_csv(args.evaluate_predictions)
+        evaluated = dict(zip(table["sample_id"].astype(str), table["pred_gloss"].astype(str)))
+    agree = 0
     windows: list[list[WindowResult]] = []
     refs: list[list[str]] = []
     clip_correct = 0
@@ -129,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             refs.append(part["gloss"].astype(str).tolist())
             pose_s += stats["pose_s"]
             frames += stats["keypoint_frames"]
-            for path, gloss in zip(paths, refs[-1]):
-                clip_correct += recognizer.recognize_video(path).top[0][0] == gloss
+            for sid, path, gloss in zip(part["sample_id"].astype(str), paths, refs[-1]):
+                top1 = recognizer.recognize_video(path).top[0][0]
+                clip_correct += top1 == gloss
+                if sid in evaluated:
+                    agree += top1 == evaluated[sid]
             print(f"video {v + 1}/{args.videos}: {len(windows[-1])} windows, signed {' '.join(refs[-1])}", flush=True)
 
     half = args.videos // 2
@@ -149,13 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": str(recognizer.path), "split": args.split, "videos": args.videos, "signs_per_video": args.signs,
         "seed": args.seed, "stride": args.stride, "clip_top1": clip_correct / need,
+        "clips_compared_with_evaluate": sum(sid in evaluated for sid in chosen["sample_id"].astype(str)),
+        "predict_equals_evaluate": agree,
         "keypoint_frames": int(frames), "pose_wall_ms_per_keypoint_frame": 1000 * pose_s / max(frames, 1),
         "seconds": time.perf_counter() - started, "every_window_change_ger": naive[0] / naive[1],
         "default": default, "chosen_on_first_half": best, "grid": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"\n{args.videos} videos x {args.signs} {args.split} signs; clip top-1 alone {100 * result['clip_top1']:.1f}%")
+    print(f"\n{args.videos} videos x {args.signs} {args.split} signs; clip top-1 alone {100 * result['clip_top1']:.1f}%; "
+          f"predict's top-1 = evaluate's on {agree} of {result['clips_compared_with_evaluate']} clips")
     print("| detection | threshold | min windows | min motion | gloss error rate (all) | held-out half | emitted / signed |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     print(f"| every change of top-1 | 0 | 1 | 0 | {100 * naive[0] / naive[1]:.1f}% | | {naive[2]} / {naive[1]} |")
