@@ -59,7 +59,8 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "conformer": ("+ pose conformer (per-part embeddings, temporal convolution, attention)",
                   {**_CONFORMER, "features.canonical_hand": False, "train.flip_tta": True,
                    "train.augment.flip_prob": 0.5, "train.epochs": 60, "train.ensemble": {}}),
-    "canonical": ("+ dominant hand mirrored to the right (no mirror augmentation)",
+    "canonical": ("+ dominant hand mirrored to the right (no mirror augmentation); with the conformer row, "
+                  "one pose conformer, 60 epochs",
                   {**_CONFORMER, **_CANONICAL, "train.epochs": 60, "train.ensemble": {}}),
     "regularized": ("+ gap interpolation, hand dropout, mixup",
                     {**_CONFORMER, **_CANONICAL, **_REGULARIZE, "train.epochs": 60, "train.ensemble": {}}),

@@ -252,7 +252,8 @@ def _one_thread(_: int) -> None:
 
 FORK_UNSAFE_MODULES = ("openvino", "mediapipe", "jax", "tensorflow")
 """Libraries whose native thread pools make forking this process unsafe; training in a process that
-loaded one (a notebook, a test session) prepares batches in-process (the ``train`` CLI never loads them)."""
+loaded one (a notebook, a test session), or a data-parallel process (``train.processes`` > 1),
+prepares batches in-process (the single-process ``train`` CLI loads none of them)."""
 
 
 def epoch_batches(clips: ClipSource, rows: list[np.ndarray], augment: Any, seed: int, epoch: int,
@@ -263,6 +264,8 @@ def epoch_batches(clips: ClipSource, rows: list[np.ndarray], augment: Any, seed:
     dataset = _EpochBatches(clips, rows, augment, seed, epoch)
     if workers > 0:
         unsafe = [m for m in FORK_UNSAFE_MODULES if m in sys.modules]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            unsafe.append("torch.distributed (its communication threads)")  # seen: a deadlock with gloo
         if unsafe:  # their native threads and fork handlers make a forked worker unsafe (seen: a segfault)
             if epoch == 0:
                 log.warning("loader workers off in this process: %s is loaded (batches are the same, only slower)",

@@ -101,7 +101,8 @@ def test_cli_starts_torchrun_when_params_ask_for_processes(packed: tuple[Path, P
     pack, labels = packed
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     params["features"]["num_frames"] = 16
-    params["train"].update(epochs=1, batch_size=4, threads=1, processes=2, device="cpu")
+    params["train"].update(epochs=1, batch_size=4, threads=1, processes=2, device="cpu", model="pose_transformer",
+                           ensemble={})
     params["models"]["pose_transformer"].update(d_model=16, num_layers=1, num_heads=2)
     flags = " ".join(section_flags(params[s]) for s in ("features", "train", "models"))
     cmd = [sys.executable, "-m", "sltrain", "train", "--packed", str(pack), "--label-map", str(labels),

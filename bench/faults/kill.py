@@ -279,7 +279,7 @@ def checkpoint_digest(path: Path) -> str:
         tensor = ckpt["model_state"][key].contiguous()
         h.update(key.encode())
         h.update(str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode())
-        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     meta = {k: v for k, v in ckpt.items() if k not in ("model_state", "state")}
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()
@@ -785,7 +785,8 @@ def train_sections(epochs: int = TRAIN_EPOCHS, **train_overrides: Any) -> dict[s
     params = default_params()
     features = merged(params["features"], {"num_frames": 16})
     train = merged(params["train"], {"epochs": epochs, "batch_size": 4, "lr": 0.003, "warmup_epochs": 1,
-                                     "patience": 1000, "threads": 1, "device": "cpu", **train_overrides})
+                                     "patience": 1000, "threads": 1, "device": "cpu", "model": "pose_transformer",
+                                     "ensemble": {}, **train_overrides})  # one tiny model: its last.pt is the target
     models = merged(params["models"], {f"pose_transformer.{k}": v for k, v in TINY_TRANSFORMER.items()})
     return {"features": features, "train": train, "models": models}
 
