@@ -791,6 +791,10 @@ def assemble_ensemble(clips: PoseClips, member_dirs: Mapping[str, Path], member_
     metrics = {"model": "ensemble", "val_per_instance_top1": top_k(mixture, labels, 1),
                "val_per_instance_top5": top_k(mixture, labels, 5),
                "val_loss": float(-mixture[np.arange(len(labels)), labels].mean()),
+               # The keys a single model's metrics have, so `dvc metrics diff` compares any two runs:
+               # the ensemble is as trained as its longest-trained member.
+               "best_epoch": max(int(m["best_epoch"]) for m in member_metrics.values()),
+               "epochs_run": max(int(m["epochs_run"]) for m in member_metrics.values()),
                "weights": {name: float(w) for name, w in zip(member_dirs, weights)},
                "ensemble_weights": cfg.ensemble_weights,
                "members": {name: dict(m) for name, m in member_metrics.items()},

@@ -221,7 +221,10 @@ def test_slurm_profile_submits_jobs_with_its_resources(repo: Path, cluster_run: 
 
     The plugin waits 40 s after a finished job before it polls again, so a chain of jobs would take
     minutes: the three jobs are forced by three Snakemake processes at once (``--nolock``; they read
-    and write disjoint files), each submitting one job.
+    and write disjoint files), each submitting one job. The train process starts first and the others
+    only once it has submitted: its DAG reaches every shard, and a shard being rewritten (marked
+    incomplete, or newer than what was built from it) while it plans would make it re-run that shard's
+    pose job too.
     """
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     bin_dir.mkdir()
@@ -237,8 +240,15 @@ def test_slurm_profile_submits_jobs_with_its_resources(repo: Path, cluster_run: 
            "--slurm-init-seconds-before-status-checks", "1", "--seconds-between-status-checks", "1",
            "--max-status-checks-per-second", "10", "--slurm-keep-successful-logs"]
     targets = ["data/clips/shard-000/clips.parquet", "data/pose/shard-001.parquet", "data/train/metrics.json"]
-    procs = [subprocess.Popen([*cmd, target], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for target in targets]
+    def start(target: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([*cmd, target], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
+    train = start(targets[-1])
+    deadline = time.monotonic() + 600
+    while not list(state.glob("*.json")) and train.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    procs = [*(start(target) for target in targets[:-1]), train]
     outs = [proc.communicate(timeout=1200)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], "\n".join(outs)
 

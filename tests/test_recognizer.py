@@ -234,6 +234,9 @@ def test_ensemble_trains_reloads_and_exports_as_one_model(packed: tuple[Path, Pa
     metrics = train(pack, labels, tmp_path / "out", tmp_path / "work", cfg, features, progress=False)
     assert metrics["model"] == "ensemble" and set(metrics["members"]) == set(members)
     assert abs(sum(metrics["weights"].values()) - 1) < 1e-6
+    # The keys a single model's metrics have, so `dvc metrics diff` compares an ensemble with anything.
+    assert metrics["epochs_run"] == max(m["epochs_run"] for m in metrics["members"].values()) == 2
+    assert metrics["best_epoch"] == max(m["best_epoch"] for m in metrics["members"].values())
     ckpt = load_checkpoint(tmp_path / "out" / "model.pt")
     model, spec, _ = model_from_checkpoint(ckpt)
     assert isinstance(model, EnsembleClassifier) and spec.canonical_hand
