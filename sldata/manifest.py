@@ -30,7 +30,6 @@ from sldata.annotations.msasl import read_msasl
 from sldata.annotations.wlasl import read_wlasl
 from sldata.atomic import atomic_path, write_json
 from sldata.fetch import fetch_pinned
-from sldata.params import split_list
 from sldata.manifest_schema import REJECT_SCHEMA, SCHEMA, SCHEMA_VERSION, describe_schema
 
 
@@ -101,7 +100,7 @@ def build_manifest(sources: dict[str, Any], raw_dir: str | Path) -> ManifestResu
     if sources["msasl"]["enabled"]:
         cfg = sources["msasl"]
         rows, classes, provs = read_msasl(
-            cfg["dir"], split_list(cfg["splits"]), rejects, cfg["max_time_frame_disagreement_s"]
+            cfg["dir"], list(cfg["splits"]), rejects, cfg["max_time_frame_disagreement_s"]
         )
         result.rows.extend(rows)
         result.inputs.extend(provs)
