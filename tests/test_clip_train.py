@@ -289,7 +289,8 @@ def test_clip_inputs_sample_crop_and_mirror_with_the_hand_swap(data: dict[str, P
     np.testing.assert_allclose(mirrored, x[..., ::-1], atol=1e-6)
 
     _, _, meta = __import__("sldata.pose.store", fromlist=["load_packed"]).load_packed(data["packed"])
-    pose = ClipInputConfig(num_frames=8, size=16, velocity=False, pose_flow=True).pose_features().input_spec(
+    pose = ClipInputConfig.from_params({**default_params()["train_hands"]["input"], "num_frames": 8, "size": 16,
+                                        "velocity": False, "pose_flow": True}, "train_hands").pose_features().input_spec(
         meta["skeleton"])
     spec = ClipInputSpec(kind="hands", num_frames=8, size=16, pose=pose.to_dict())
     hands = HandClips(data["hand_crops"], data["packed"], ("train",), spec)

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import frame_settings
+from conftest import default_params, frame_settings
 from sldata.acquire.trim import resample_indices
 from sldata.frames import (
     ClipDecodeError,
@@ -96,14 +96,17 @@ def shards(real_clips: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_settings_from_dict_and_validation() -> None:
-    s = FrameSettings.from_dict({"target_fps": 12.5, "size": 96, "storage": "jpeg_parquet", "jpeg_quality": 80})
+    base = {k: v for k, v in default_params()["frames"].items() if k != "workers"}
+    s = FrameSettings.from_dict({**base, "target_fps": 12.5, "size": 96, "storage": "jpeg_parquet", "jpeg_quality": 80})
     assert (s.target_fps, s.size, s.storage, s.jpeg_quality) == (12.5, 96, "jpeg_parquet", 80)
     with pytest.raises(ValueError, match="unknown frames setting"):
-        FrameSettings.from_dict({"sizes": 3})
+        FrameSettings.from_dict({**base, "sizes": 3})
+    with pytest.raises(ValueError, match="missing frames setting.*: resize"):  # no defaults of its own
+        FrameSettings.from_dict({k: v for k, v in base.items() if k != "resize"})
     for bad in ({"target_fps": 0}, {"target_fps": float("nan")}, {"target_fps": True}, {"target_fps": "25"}, {"size": 0}, {"size": 1.5},
                 {"storage": "png"}, {"jpeg_quality": 101}, {"resize": "pil"}):
         with pytest.raises(ValueError):
-            FrameSettings.from_dict(bad)
+            FrameSettings.from_dict({**base, **bad})
 
 
 # --------------------------------------------------------------------------- real clips
@@ -136,7 +139,7 @@ def test_shard_index_and_npy_reader(shards: dict, real_clips: pd.DataFrame) -> N
     store = FrameStore(folder)
     assert len(store) == N_REAL and store.storage == "npy"
     for sample_id, path in zip(real_clips["sample_id"], real_clips["clip_path"]):
-        np.testing.assert_array_equal(store.clip(sample_id), decode_clip(path).frames)  # npy is exact
+        np.testing.assert_array_equal(store.clip(sample_id), decode_clip(path, frame_settings()).frames)  # npy is exact
     with pytest.raises(KeyError, match="nope"):
         store.clip("nope")
     assert not list(folder.glob("*.tmp"))  # no temporary file left behind
@@ -235,15 +238,16 @@ def test_bad_clips_fail_alone_and_bad_packets_are_skipped(tmp_path: Path, real_c
         assert len(store) == 2 and "garbage" not in store
         assert frame_ids(store.clip("damaged"))[:5] == [0, 1, 2, 3, 4]
     with pytest.raises(ClipDecodeError, match="garbage.mp4"):
-        decode_clip(garbage)
+        decode_clip(garbage, frame_settings())
 
 
 def test_duplicate_ids_and_missing_columns_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="duplicate sample_id"):
         extract_frames_shard(pd.DataFrame({"sample_id": ["a", "a"], "clip_path": ["x", "y"], "status": "ok"}),
-                             tmp_path, progress=False)
+                             tmp_path, frame_settings(), progress=False)
     with pytest.raises(KeyError, match="status"):
-        extract_frames_shard(pd.DataFrame({"sample_id": ["a"], "clip_path": ["x"]}), tmp_path, progress=False)
+        extract_frames_shard(pd.DataFrame({"sample_id": ["a"], "clip_path": ["x"]}), tmp_path, frame_settings(),
+                             progress=False)
 
 
 def test_npy_appender_fixes_the_header_at_close(tmp_path: Path) -> None:

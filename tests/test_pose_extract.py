@@ -232,7 +232,9 @@ def test_full_face_on_a_real_signer(shared: Path) -> None:
 
 
 def test_settings_validation() -> None:
-    assert PoseSettings.from_dict({"face": "full", "workers": 1}).face == "full"
+    assert PoseSettings.from_dict({**params_section("pose"), "face": "full", "workers": 1}).face == "full"
+    with pytest.raises(ValueError, match="missing pose setting.*: frame_step"):  # no defaults of its own
+        PoseSettings.from_dict({k: v for k, v in params_section("pose").items() if k != "frame_step"})
     for complexity in (0, 2):
         with pytest.raises(ValueError, match="model_complexity must be 1.*offline"):
             pose_settings(model_complexity=complexity, frame_step=1)
@@ -251,10 +253,11 @@ def test_settings_validation() -> None:
 
 def test_bad_clip_tables(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="clip_path"):
-        extract_pose_shard(pd.DataFrame({"sample_id": ["a"], "status": ["ok"]}), tmp_path / "x.parquet")
+        extract_pose_shard(pd.DataFrame({"sample_id": ["a"], "status": ["ok"]}), tmp_path / "x.parquet",
+                           pose_settings(frame_step=1))
     dup = pd.DataFrame({"sample_id": ["a", "a"], "clip_path": ["x", "y"], "status": ["ok", "ok"]})
     with pytest.raises(ValueError, match="duplicate sample_id 'a'"):
-        extract_pose_shard(dup, tmp_path / "x.parquet")
+        extract_pose_shard(dup, tmp_path / "x.parquet", pose_settings(frame_step=1))
 
 
 def test_stale_checkpoints_are_discarded(tmp_path: Path) -> None:

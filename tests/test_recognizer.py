@@ -23,6 +23,7 @@ from sltrain.inputs import (InputSpec, clip_features, dominant_hand_mirror, hand
 from sltrain.models.ensemble import EnsembleClassifier, fit_weights, mixture_log_probs
 from sltrain.models.factory import build_pose_model
 from sltrain.train import evaluate_rows, mix_inputs, top_k, train
+from conftest import feature_config
 from test_train import config, packed  # noqa: F401  (packed is a fixture)
 
 FEATURES = {"normalize": True, "velocity": True, "acceleration": False, "pose_flow": False, "fill_missing": True}
@@ -268,14 +269,16 @@ import sys
 sys.path.insert(0, {str(REPO_ROOT / "tests")!r})
 from pathlib import Path
 from test_train import config
-from sltrain.train import FORK_UNSAFE_MODULES, train
-from conftest import feature_config
+from sltrain.train import FORK_UNSAFE_MODULES, FeatureConfig, train
+features = FeatureConfig(points="upper_body_hands", num_frames=16, normalize=True, velocity=True, acceleration=False,
+                         pose_flow=False, fill_missing=True, hand_local=False, interpolate_max_gap=0,
+                         canonical_hand=True)
 for workers in (0, 1):
     cfg = config(model="pose_conformer", model_config={{"d_model": 16, "part_dim": 8, "blocks": "conv,attn",
                                                         "num_heads": 2}}, epochs=2, loader_workers=workers)
     out = Path({str(tmp_path)!r})
     train({str(pack)!r}, {str(labels)!r}, out / f"o{{workers}}", out / f"w{{workers}}", cfg,
-          feature_config(num_frames=16, canonical_hand=True, hand_local=False), progress=False)
+          features, progress=False)
 assert not [m for m in FORK_UNSAFE_MODULES if m in sys.modules]  # so the worker really forked
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO_ROOT, timeout=600)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from functools import cache
@@ -25,6 +26,7 @@ from conftest import REPO_ROOT, default_params
 from sldata.stages import RUNTIME_KEYS, STAGES, code_files, param_keys, stage_params
 
 PACKAGES = ("sldata", "sltrain")
+REGISTERED = re.compile(r"^(sldata|sltrain)(\.\w+)+:\w+$")  # "module:attribute" entries of the registries
 # Modules every command imports that cannot change what a stage writes: the command-line wrappers,
 # params loading and validation (the values themselves are the stage's params), this table and
 # progress logging.
@@ -59,6 +61,8 @@ def imported_modules(nodes: list[ast.AST], package: str) -> set[str]:
                     base = ".".join(package.split(".")[: len(package.split(".")) - sub.level + 1] + ([base] if base else []))
                 found.add(base)
                 found.update(f"{base}.{alias.name}" for alias in sub.names if module_file(f"{base}.{alias.name}"))
+            elif isinstance(sub, ast.Constant) and isinstance(sub.value, str) and REGISTERED.match(sub.value):
+                found.add(sub.value.partition(":")[0])  # a registry entry, imported when used
     return {m for m in found if module_file(m)}
 
 
