@@ -34,7 +34,7 @@ from sltrain.train import ClipInputConfig, TrainConfig, clip_section, train, tra
 SPLITS = ["train", "train", "val", "test"]  # per gloss, in annotation order
 TINY_MODELS = {
     "rgb_s3d": {"width_multiplier": 0.25, "stem_width": 16, "feature_dim": 64, "head_dropout": 0.0},
-    "vtn": {"hand_widths": "8,16", "hand_dim": 8, "pose_dim": 8, "d_model": 16, "num_layers": 1, "num_heads": 2,
+    "vtn": {"hand_widths": [8, 16], "hand_dim": 8, "pose_dim": 8, "d_model": 16, "num_layers": 1, "num_heads": 2,
             "dropout": 0.1, "pooling": "mean", "mirror_left_hand": True, "head_dropout": 0.0},
     "pose_transformer": {"d_model": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.1, "pooling": "cls"},
 }

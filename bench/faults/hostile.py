@@ -663,9 +663,12 @@ def params_mutations(base: dict[str, Any], schema: Mapping[str, Any], rng: rando
         params = copy.deepcopy(base)
         _set(params, path, wrong_type_value(leaf, rng))
         out.append(("wrong type", ".".join(path), params))
-        path, leaf = rng.choice(ranged)
+        value = _MISSING
+        while value is _MISSING:  # a pattern leaf may draw only candidates its pattern accepts
+            path, leaf = rng.choice(ranged)
+            value = out_of_range_value(leaf, rng)
         params = copy.deepcopy(base)
-        _set(params, path, out_of_range_value(leaf, rng))
+        _set(params, path, value)
         out.append(("out-of-range value", ".".join(path), params))
     return out
 

@@ -190,11 +190,12 @@ def build_ensemble(config: Mapping[str, Any], spec: InputSpec, heads: HeadsConfi
 def model_config_from_params(name: str, section: Mapping[str, Any]) -> dict[str, Any]:
     """Constructor keywords of model ``name`` from its ``models.<name>`` params section.
 
-    Params cannot template lists, so list-valued settings are comma-separated strings there
-    (``hand_widths: "16,32,64,128"``); they become tuples of ints here.
+    YAML lists (``hand_widths: [16, 32, 64]``, ``blocks: [conv, attn]``) become tuples. Configs
+    recorded before params took lists spell ``hand_widths`` as a comma-separated string; it is
+    read the same way.
     """
-    config = dict(section)
-    if name == "vtn" and isinstance(config.get("hand_widths"), str):
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+    if isinstance(config.get("hand_widths"), str):
         config["hand_widths"] = tuple(int(w) for w in config["hand_widths"].split(",") if w.strip())
     return config
 
