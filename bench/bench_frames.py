@@ -35,6 +35,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from sldata.frames import JPEG_ROW_GROUP_CLIPS, FrameSettings, FrameStore, extract_frames_shard  # noqa: E402
+from sldata.params import load_params  # noqa: E402
+
+
+def frame_settings(**overrides: object) -> FrameSettings:
+    """The committed params' ``frames`` settings with ``overrides`` (settings have no defaults of their own)."""
+    section = {k: v for k, v in load_params(REPO_ROOT / "params.yaml")["frames"].items() if k != "workers"}
+    return FrameSettings.from_dict({**section, **overrides})
 
 
 def shared_data_dir() -> Path:
@@ -85,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reads", type=int, default=200, help="random clip reads per storage (default 200)")
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs of each variant, interleaved; the fastest counts (default 2)")
-    parser.add_argument("--size", type=int, default=FrameSettings().size, help="output frame side (default %(default)s)")
+    parser.add_argument("--size", type=int, default=frame_settings().size, help="output frame side (default %(default)s)")
     args = parser.parse_args(argv)
 
     video_dir = shared_data_dir() / "wlasl100_clips" / "videos"
@@ -108,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 n, wall, cpu = bare_pyav(paths, naive=naive)
                 if key not in best or wall < best[key]["seconds"]:
                     best[key] = {"n_frames": n, "seconds": wall, "cpu": cpu, "frames_per_s": n / wall}
-            for key, settings in (("npy", FrameSettings(size=args.size)),
-                                  ("jpeg_parquet", FrameSettings(size=args.size, storage="jpeg_parquet")),
-                                  ("opencv", FrameSettings(size=args.size, resize="opencv"))):
+            for key, settings in (("npy", frame_settings(size=args.size)),
+                                  ("jpeg_parquet", frame_settings(size=args.size, storage="jpeg_parquet")),
+                                  ("opencv", frame_settings(size=args.size, resize="opencv"))):
                 out = Path(tmp) / key
                 cpu0 = time.process_time()
                 r = extract_frames_shard(clips, out, settings, progress=False)

@@ -135,7 +135,10 @@ class StorageTimer:
 
 
 def pipeline_run(clips: pd.DataFrame, out: Path, workers: int, frame_step: int) -> dict[str, Any]:
-    settings = PoseSettings(workers=workers, frame_step=frame_step, checkpoint_every=25)
+    from sldata.params import load_params
+
+    section = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["pose"]
+    settings = PoseSettings.from_dict({**section, "workers": workers, "frame_step": frame_step, "checkpoint_every": 25})
 
     def children_cpu() -> float:  # worker processes, counted once they have been joined
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -1,7 +1,9 @@
 """Command-line interface: ``python -m sldata <command> --help``.
 
-Every pipeline stage is a command here; Snakemake rules and DVC stages call these with
-every value spelled out, so a stage can also be run by hand.
+Every pipeline stage is a command here. A stage command takes paths as flags and reads its
+settings from the params file (``--params``, default ``params.yaml`` in the working directory),
+validated once against the schema; ``--set key.sub=value`` overrides a value for one run.
+Snakemake rules and DVC stages call the same commands, so a stage can also be run by hand.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from sldata import __version__
 from sldata.progress import LOG_DATEFMT, LOG_FORMAT
-from sldata.section_args import add_section_arguments
+from sldata.params import add_params_arguments, params_from_args
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -25,50 +27,18 @@ log = logging.getLogger("sldata")
 Handler = Callable[[argparse.Namespace], int]
 
 
-def parse_bool(text: str) -> bool:
-    """``true``/``false`` (as DVC renders YAML booleans into commands)."""
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes"):
-        return True
-    if lowered in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _cmd_check_params(args: argparse.Namespace) -> int:
     from sldata.params import load_params
 
-    load_params(args.params)
+    load_params(args.params, args.overrides)
     print(f"{args.params}: valid")
     return 0
 
 
 def _cmd_manifest(args: argparse.Namespace) -> int:
     from sldata.manifest import build_manifest, format_report, write_manifest
-    from sldata.params import validate_section
 
-    sources = validate_section(
-        "sources",
-        {
-            "wlasl": {
-                "enabled": args.wlasl_enabled,
-                "annotation": {
-                    "local_path": args.wlasl_local_path,
-                    "local_sha256": args.wlasl_local_sha256,
-                    "url": args.wlasl_url,
-                    "size": args.wlasl_size,
-                    "sha256": args.wlasl_sha256,
-                    "timeout_s": args.wlasl_timeout_s,
-                },
-            },
-            "msasl": {
-                "enabled": args.msasl_enabled,
-                "dir": args.msasl_dir,
-                "splits": args.msasl_splits,
-                "max_time_frame_disagreement_s": args.msasl_max_time_frame_disagreement_s,
-            },
-        },
-    )
+    sources = params_from_args(args)["sources"]
     result = build_manifest(sources, args.raw_dir)
     report = write_manifest(result, args.out_dir)
     print(format_report(report))
@@ -81,22 +51,9 @@ def _cmd_subset(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from sldata.manifest import read_manifest
-    from sldata.params import validate_section
     from sldata.subsets import build_subset, write_subset
 
-    subset = validate_section(
-        "subset",
-        {
-            "dataset": args.dataset,
-            "k": args.k,
-            "classes": args.classes,
-            "resplit": {
-                "enabled": args.resplit,
-                "seed": args.resplit_seed,
-                "fractions": {"train": args.resplit_train, "val": args.resplit_val, "test": args.resplit_test},
-            },
-        },
-    )
+    subset = params_from_args(args)["subset"]
     table, meta = read_manifest(args.manifest)
     manifest = table.to_pandas(types_mapper=pd.ArrowDtype)
     samples, label_map, report = build_subset(manifest, meta["classes"], subset)
@@ -120,9 +77,9 @@ def shard_name(shard: int) -> str:
 
 
 def parse_shards(text: str, count: int) -> list[int]:
-    """``--shard`` value: one 0-based number, or ``all`` (DVC runs every shard in one stage)."""
+    """``--shard`` value: one 0-based number, or ``all`` (DVC runs every shard in one stage), of ``count`` shards."""
     if count < 1:
-        raise ValueError(f"--shards must be >= 1, got {count}")
+        raise ValueError(f"shards.count must be >= 1, got {count}")
     if text == "all":
         return list(range(count))
     try:
@@ -130,24 +87,24 @@ def parse_shards(text: str, count: int) -> list[int]:
     except ValueError:
         raise ValueError(f"--shard must be a number or 'all', got {text!r}") from None
     if not 0 <= shard < count:
-        raise ValueError(f"--shard {shard} is outside 0..{count - 1}")
+        raise ValueError(f"--shard {shard} is outside 0..{count - 1} (shards.count is {count})")
     return [shard]
 
 
 def add_shard_arguments(p: argparse.ArgumentParser, clips_dir: bool = True) -> None:
-    """``--shard``, ``--shards`` and ``--no-progress`` of a per-shard command (and ``--clips-dir``)."""
+    """``--params``/``--set``, ``--shard`` and ``--no-progress`` of a per-shard command (and ``--clips-dir``)."""
+    add_params_arguments(p)
     if clips_dir:
         p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
-    p.add_argument("--shard", required=True, help="shard number (0-based) or 'all'")
-    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    p.add_argument("--shard", required=True, help="shard number (0-based, of params shards.count) or 'all'")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-def shard_clip_tables(args: argparse.Namespace) -> Iterator[tuple[str, pd.DataFrame]]:
-    """``(shard name, its clips.parquet)`` for each shard ``--shard`` selects under ``--clips-dir``."""
+def shard_clip_tables(args: argparse.Namespace, count: int) -> Iterator[tuple[str, pd.DataFrame]]:
+    """``(shard name, its clips.parquet)`` for each shard ``--shard`` selects (of ``count``) under ``--clips-dir``."""
     import pandas as pd
 
-    for shard in parse_shards(args.shard, args.shards):
+    for shard in parse_shards(args.shard, count):
         name = shard_name(shard)
         yield name, pd.read_parquet(args.clips_dir / name / "clips.parquet")
 
@@ -156,16 +113,17 @@ def _cmd_acquire(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from sldata.acquire.stage import AcquireSettings, acquire_shard
-    from sldata.section_args import section_from_args
 
-    settings = AcquireSettings.from_dict(section_from_args(args, "acquire"))
+    params = params_from_args(args)
+    count = params["shards"]["count"]
+    settings = AcquireSettings.from_dict(params["acquire"])
     samples = pd.read_parquet(args.samples)
-    for shard in parse_shards(args.shard, args.shards):
+    for shard in parse_shards(args.shard, count):
         name = shard_name(shard)
-        table = acquire_shard(samples, shard, args.shards, args.out_dir / name, args.cache_dir / name, settings,
+        table = acquire_shard(samples, shard, count, args.out_dir / name, args.cache_dir / name, settings,
                               progress=not args.no_progress)
         usable = int((table["status"] == "usable").sum())
-        print(f"{name} (of {args.shards}): {usable}/{len(table)} clips usable")
+        print(f"{name} (of {count}): {usable}/{len(table)} clips usable")
         for (stage, reason), n in table[table["status"] != "usable"].groupby(["stage", "reason"]).size().items():
             print(f"  {n} failed at {stage}: {reason}")
     return 0
@@ -176,23 +134,24 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
     from sldata.acquire.stage import coverage_from_clip_tables, coverage_metrics, read_clip_tables
     from sldata.atomic import atomic_open, write_json
 
+    min_success_ratio = params_from_args(args)["acquire"]["min_success_ratio"]
     clips = read_clip_tables(args.clips)
     report = coverage_from_clip_tables(clips)
     text = report.to_string()
     print(text)
-    write_json(args.metrics, {"min_success_ratio": args.min_success_ratio, "coverage": coverage_metrics(report)})
+    write_json(args.metrics, {"min_success_ratio": min_success_ratio, "coverage": coverage_metrics(report)})
     with atomic_open(args.report) as fh:
         fh.write(text + "\n")
-    check_min_success_ratio(report, args.min_success_ratio)
+    check_min_success_ratio(report, min_success_ratio)
     return 0
 
 
 def _cmd_pose(args: argparse.Namespace) -> int:
     from sldata.pose.extract import PoseSettings, extract_pose_shard
-    from sldata.section_args import section_from_args
 
-    settings = PoseSettings.from_dict(section_from_args(args, "pose"))
-    for name, clips in shard_clip_tables(args):
+    params = params_from_args(args)
+    settings = PoseSettings.from_dict(params["pose"])
+    for name, clips in shard_clip_tables(args, params["shards"]["count"]):
         summary = extract_pose_shard(clips, args.out_dir / f"{name}.parquet", settings, progress=not args.no_progress,
                                      cache_dir=args.cache_dir)
         print(f"{name}: {summary['clips']} clips, {summary['frames']} frames "
@@ -206,7 +165,8 @@ def _cmd_pack_pose(args: argparse.Namespace) -> int:
 
     from sldata.pose.store import pack_pose_arrays
 
-    shards = [args.pose_dir / f"{shard_name(i)}.parquet" for i in range(args.shards)]
+    count = params_from_args(args)["shards"]["count"]
+    shards = [args.pose_dir / f"{shard_name(i)}.parquet" for i in range(count)]
     samples = pd.read_parquet(args.samples)
     summary = pack_pose_arrays(shards, samples, args.out_dir)
     print(f"packed {summary['clips']} clips, {summary['frames']} frames x {summary['points']} points into {args.out_dir}")
@@ -219,13 +179,12 @@ def _cmd_pack_pose(args: argparse.Namespace) -> int:
 
 def _cmd_frames(args: argparse.Namespace) -> int:
     from sldata.frames import FrameSettings, extract_frames_shard
-    from sldata.section_args import section_from_args
 
-    section = dict(section_from_args(args, "frames"))
+    params = params_from_args(args)
+    section = dict(params["frames"])
     workers = section.pop("workers")
-    target_fps = section.pop("target_fps")
-    settings = FrameSettings.from_dict({**section, "target_fps": float(target_fps) if target_fps > 0 else None})
-    for name, clips in shard_clip_tables(args):
+    settings = FrameSettings.from_dict(section)
+    for name, clips in shard_clip_tables(args, params["shards"]["count"]):
         summary = extract_frames_shard(clips, args.out_dir / name, settings, progress=not args.no_progress,
                                        workers=workers)
         print(f"{name}: {summary['n_ok']} clips with frames, {summary['n_failed']} failed, {summary['n_skipped']} "
@@ -236,10 +195,10 @@ def _cmd_frames(args: argparse.Namespace) -> int:
 
 def _cmd_hand_crops(args: argparse.Namespace) -> int:
     from sldata.pose.handcrop_stage import HandCropStageSettings, hand_crops_shard
-    from sldata.section_args import section_from_args
 
-    settings = HandCropStageSettings.from_dict(section_from_args(args, "hand_crops"))
-    for name, clips in shard_clip_tables(args):
+    params = params_from_args(args)
+    settings = HandCropStageSettings.from_dict(params["hand_crops"])
+    for name, clips in shard_clip_tables(args, params["shards"]["count"]):
         summary = hand_crops_shard(clips, args.pose_dir / f"{name}.parquet", args.out_dir / name, settings,
                                    progress=not args.no_progress)
         print(f"{name}: {summary['n_ok']} clips cropped, {summary['n_failed']} failed, {summary['n_skipped']} skipped; "
@@ -285,7 +244,7 @@ def pose_summary_table(pose_paths: Sequence[Path], clips_paths: Sequence[Path]) 
 def _cmd_pose_summary(args: argparse.Namespace) -> int:
     from sldata.pose.summary import write_summary
 
-    names = [shard_name(i) for i in range(args.shards)]
+    names = [shard_name(i) for i in range(params_from_args(args)["shards"]["count"])]
     table = pose_summary_table([args.pose_dir / f"{n}.parquet" for n in names],
                                [args.clips_dir / n / "clips.parquet" for n in names])
     summary = write_summary(table, args.out_dir)
@@ -349,7 +308,7 @@ def _cmd_render_pose(args: argparse.Namespace) -> int:
 def _cmd_example_clip(args: argparse.Namespace) -> int:
     from sldata.example import main_example
 
-    return main_example(args)
+    return main_example(args, params_from_args(args)["shards"]["count"])
 
 
 def _cmd_convert_pose(args: argparse.Namespace) -> int:
@@ -384,49 +343,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("check-params", help="validate params.yaml and explain any error by key")
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p = sub.add_parser("check-params", help="validate params.yaml (with any --set) and explain any error by key")
+    add_params_arguments(p)
     p.set_defaults(handler=_cmd_check_params)
 
     p = sub.add_parser(
         "manifest",
         help="read WLASL / MS-ASL annotations into manifest.parquet, rejects.parquet and report.json",
-        description="Reads the enabled annotation sources (params: sources.*) and writes the canonical manifest. "
-        "Every flag mirrors one key of params.yaml.",
+        description="Reads the enabled annotation sources (params: sources) and writes the canonical manifest.",
     )
+    add_params_arguments(p)
     p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/manifest")
     p.add_argument("--raw-dir", required=True, type=Path, help="where a fetched annotation is kept, e.g. data/raw")
-    g = p.add_argument_group("WLASL (sources.wlasl.*)")
-    g.add_argument("--wlasl-enabled", type=parse_bool, required=True, metavar="BOOL")
-    g.add_argument("--wlasl-local-path", required=True, metavar="PATH", help='local WLASL v0.3 JSON; "" to fetch --wlasl-url')
-    g.add_argument("--wlasl-local-sha256", required=True, metavar="HEX", help='expected sha256 of the local copy; "" = unchecked')
-    g.add_argument("--wlasl-url", required=True)
-    g.add_argument("--wlasl-size", required=True, type=int, metavar="BYTES")
-    g.add_argument("--wlasl-sha256", required=True, metavar="HEX")
-    g.add_argument("--wlasl-timeout-s", required=True, type=float, metavar="S")
-    g = p.add_argument_group("MS-ASL (sources.msasl.*)")
-    g.add_argument("--msasl-enabled", type=parse_bool, required=True, metavar="BOOL")
-    g.add_argument("--msasl-dir", required=True, metavar="DIR")
-    g.add_argument("--msasl-splits", required=True, metavar="LIST", help="comma-separated, e.g. train,val,test")
-    g.add_argument("--msasl-max-time-frame-disagreement-s", required=True, type=float, metavar="S")
     p.add_argument("--show-rejects", type=int, default=20, metavar="N", help="print the first N rejects (default 20)")
     p.set_defaults(handler=_cmd_manifest)
 
     p = sub.add_parser(
         "subset",
         help="select a top-k or explicit class subset (optionally signer-independent) with its label map",
-        description="Builds a class subset from a manifest (params: subset.*). Every flag mirrors one key of params.yaml.",
+        description="Builds a class subset from a manifest (params: subset).",
     )
+    add_params_arguments(p)
     p.add_argument("--manifest", required=True, type=Path, help="manifest.parquet from the manifest stage")
     p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/subset")
-    p.add_argument("--dataset", required=True, choices=["wlasl", "msasl"])
-    p.add_argument("--k", required=True, type=int, help="top-k classes (ignored when --classes is given)")
-    p.add_argument("--classes", required=True, metavar="LIST", help='comma-separated glosses; "" to use --k')
-    p.add_argument("--resplit", required=True, type=parse_bool, metavar="BOOL", help="signer-independent re-split")
-    p.add_argument("--resplit-seed", required=True, type=int)
-    p.add_argument("--resplit-train", required=True, type=float, metavar="FRACTION")
-    p.add_argument("--resplit-val", required=True, type=float, metavar="FRACTION")
-    p.add_argument("--resplit-test", required=True, type=float, metavar="FRACTION")
     p.set_defaults(handler=_cmd_subset)
 
     p = sub.add_parser(
@@ -440,17 +379,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_shard_arguments(p, clips_dir=False)
     p.add_argument("--out-dir", required=True, type=Path, help="output root, e.g. data/clips (shards go to OUT_DIR/shard-NNN)")
     p.add_argument("--cache-dir", required=True, type=Path, help="download cache root, e.g. data/cache/sources")
-    add_section_arguments(p, "acquire")
     p.set_defaults(handler=_cmd_acquire)
 
     p = sub.add_parser(
         "coverage",
         help="coverage report over all shards (usable clips per dataset/split, and why the rest are not)",
         description="Prints the coverage report, writes it as a DVC metric and fails when the overall usable "
-        "fraction is below --min-success-ratio (params: acquire.min_success_ratio).",
+        "fraction is below params acquire.min_success_ratio.",
     )
+    add_params_arguments(p)
     p.add_argument("--clips", required=True, nargs="+", type=Path, help="clips.parquet of every shard")
-    p.add_argument("--min-success-ratio", required=True, type=float)
     p.add_argument("--metrics", required=True, type=Path, help="JSON metrics output, e.g. data/clips/coverage.json")
     p.add_argument("--report", required=True, type=Path, help="text report output, e.g. data/clips/coverage.txt")
     p.set_defaults(handler=_cmd_coverage)
@@ -467,7 +405,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="keep a copy of each finished shard here (e.g. data/cache/pose) and reuse the rows of "
                    "unchanged clips on a rerun, extracting only new or changed clips; default: no reuse")
-    add_section_arguments(p, "pose")
     p.set_defaults(handler=_cmd_pose)
 
     p = sub.add_parser(
@@ -477,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT_DIR/keypoints.npy [frames, points, 4] with OUT_DIR/index.parquet (offset/length per clip) and "
         "OUT_DIR/skeleton.json.",
     )
-    p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder, e.g. data/pose")
-    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
+    add_params_arguments(p)
+    p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder (params shards.count of them)")
     p.add_argument("--samples", required=True, type=Path, help="samples.parquet from the subset stage")
     p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/features/pose")
     p.set_defaults(handler=_cmd_pack_pose)
@@ -492,7 +429,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_shard_arguments(p)
     p.add_argument("--out-dir", required=True, type=Path, help="output root, e.g. data/frames")
-    add_section_arguments(p, "frames")
     p.set_defaults(handler=_cmd_frames)
 
     p = sub.add_parser(
@@ -506,7 +442,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_shard_arguments(p)
     p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder, e.g. data/pose")
     p.add_argument("--out-dir", required=True, type=Path, help="output root, e.g. data/hand_crops")
-    add_section_arguments(p, "hand_crops")
     p.set_defaults(handler=_cmd_hand_crops)
 
     p = sub.add_parser(
@@ -516,9 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
         "OUT_DIR/summary.csv, OUT_DIR/summary.json ({split: {metric: value}}, a DVC metric) and OUT_DIR/summary.png "
         "(frames per clip, detection rates; see sldata/pose/summary.py).",
     )
+    add_params_arguments(p)
     p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder, e.g. data/pose")
     p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
-    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
     p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/pose_summary")
     p.set_defaults(handler=_cmd_pose_summary)
 
@@ -547,9 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
         "none) and writes OUT_DIR/clip.mp4, overlay.png, example.json and example.txt (see sldata/example.py). "
         "The pipeline's predict_example rule then recognizes clip.mp4 with the exported model.",
     )
+    add_params_arguments(p)
     p.add_argument("--clips-dir", required=True, type=Path, help="acquire output root, e.g. data/clips")
     p.add_argument("--pose-dir", required=True, type=Path, help="pose shards folder, e.g. data/pose")
-    p.add_argument("--shards", required=True, type=int, help="number of shards (params: shards.count)")
     p.add_argument("--out-dir", required=True, type=Path, help="output folder, e.g. data/example")
     p.set_defaults(handler=_cmd_example_clip)
 

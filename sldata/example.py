@@ -120,8 +120,8 @@ def make_example(clips_dir: str | os.PathLike[str], pose_dir: str | os.PathLike[
     return info
 
 
-def main_example(args: Any) -> int:
-    """CLI: ``python -m sldata example-clip``."""
-    info = make_example(args.clips_dir, args.pose_dir, args.shards, args.out_dir)
+def main_example(args: Any, shards: int) -> int:
+    """CLI: ``python -m sldata example-clip`` over ``shards`` shards (params ``shards.count``)."""
+    info = make_example(args.clips_dir, args.pose_dir, shards, args.out_dir)
     print(json.dumps(info, indent=2, sort_keys=True))
     return 0

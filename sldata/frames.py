@@ -173,11 +173,11 @@ class FrameSettings:
         under half the speed of bare decoding (see the measurements).
     """
 
-    target_fps: float | None = None
-    size: int = 112
-    storage: Storage = "npy"
-    jpeg_quality: int = 90
-    resize: Resize = "swscale"
+    target_fps: float | None
+    size: int
+    storage: Storage
+    jpeg_quality: int
+    resize: Resize
 
     def __post_init__(self) -> None:
         if self.target_fps is not None and (isinstance(self.target_fps, bool)
@@ -299,7 +299,7 @@ def _decoded_frames(container: Any, stream: Any, counts: dict[str, int]) -> Iter
         yield from frames
 
 
-def decode_clip(path: str | os.PathLike[str], settings: FrameSettings = FrameSettings()) -> ClipFrames:
+def decode_clip(path: str | os.PathLike[str], settings: FrameSettings) -> ClipFrames:
     """Decode, sample and resize one clip (see the module docs for the rules).
 
     Raises
@@ -542,7 +542,7 @@ def default_workers() -> int:
 
 
 def extract_frames_shard(clips: pd.DataFrame, out_dir: str | os.PathLike[str],
-                         settings: FrameSettings = FrameSettings(), progress: bool = True,
+                         settings: FrameSettings, progress: bool = True,
                          workers: int | None = None) -> dict[str, Any]:
     """Decode, sample, resize and store the frames of many clips as one shard in ``out_dir``.
 

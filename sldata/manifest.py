@@ -14,6 +14,7 @@ Outputs (in ``<data_dir>/manifest/``):
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,12 +26,8 @@ import pyarrow.parquet as pq
 
 from sldata import __version__
 from sldata.annotations import RejectLog
-from sldata.annotations.jsonfile import AnnotationFileError, InputFile, sha256_of
-from sldata.annotations.msasl import read_msasl
-from sldata.annotations.wlasl import read_wlasl
+from sldata.annotations.jsonfile import InputFile
 from sldata.atomic import atomic_path, write_json
-from sldata.fetch import fetch_pinned
-from sldata.params import split_list
 from sldata.manifest_schema import REJECT_SCHEMA, SCHEMA, SCHEMA_VERSION, describe_schema
 
 
@@ -54,35 +51,16 @@ class ManifestResult:
         }
 
 
-def wlasl_annotation_path(annotation: dict[str, Any], raw_dir: str | Path) -> Path:
-    """The WLASL annotation file to read: the verified local copy, or the pinned fetch.
+READERS: dict[str, str] = {
+    "wlasl": "sldata.annotations.wlasl:read_source",
+    "msasl": "sldata.annotations.msasl:read_source",
+}
+"""Annotation readers by dataset name, as ``"module:function"`` (imported when the source is enabled).
 
-    Raises
-    ------
-    AnnotationFileError
-        When a configured local copy is missing or its sha256 is not ``local_sha256``.
-    FetchError
-        When fetching is needed and fails (offline, mismatch).
-    """
-    local = annotation["local_path"]
-    if local:
-        path = Path(local)
-        if not path.is_file():
-            raise AnnotationFileError(
-                f"sources.wlasl.annotation.local_path: {local} does not exist; fix the path, or set it to \"\" "
-                f"to fetch the pinned WLASL v0.3 from {annotation['url']}"
-            )
-        expected = annotation["local_sha256"]
-        if expected:
-            actual = sha256_of(path)
-            if actual != expected:
-                raise AnnotationFileError(
-                    f"sources.wlasl.annotation.local_sha256: {local} has sha256 {actual}, params say {expected}. "
-                    "If the file was changed on purpose, put the new sha256 in params.yaml."
-                )
-        return path
-    dest = Path(raw_dir) / "WLASL_v0.3.json"
-    return fetch_pinned(annotation["url"], dest, annotation["size"], annotation["sha256"], annotation["timeout_s"])
+A reader takes its ``sources.<name>`` params section, the raw-data folder and the
+:class:`RejectLog`, and returns ``(manifest rows, class names, [InputFile provenance])``. A new
+dataset is one module with its ``read_source``, one line here, its ``sources.<name>`` schema
+section and its name in ``subset.dataset``'s enum. Sources are read in this order."""
 
 
 def build_manifest(sources: dict[str, Any], raw_dir: str | Path) -> ManifestResult:
@@ -92,20 +70,15 @@ def build_manifest(sources: dict[str, Any], raw_dir: str | Path) -> ManifestResu
     """
     rejects = RejectLog()
     result = ManifestResult(rows=[], rejects=rejects)
-    if sources["wlasl"]["enabled"]:
-        path = wlasl_annotation_path(sources["wlasl"]["annotation"], raw_dir)
-        rows, glosses, prov = read_wlasl(path, rejects)
-        result.rows.extend(rows)
-        result.inputs.append(prov)
-        result.classes["wlasl"] = glosses
-    if sources["msasl"]["enabled"]:
-        cfg = sources["msasl"]
-        rows, classes, provs = read_msasl(
-            cfg["dir"], split_list(cfg["splits"]), rejects, cfg["max_time_frame_disagreement_s"]
-        )
+    for name, where in READERS.items():
+        if name not in sources or not sources[name]["enabled"]:
+            continue
+        module, _, attribute = where.partition(":")
+        read_source = getattr(importlib.import_module(module), attribute)
+        rows, classes, provs = read_source(sources[name], Path(raw_dir), rejects)
         result.rows.extend(rows)
         result.inputs.extend(provs)
-        result.classes["msasl"] = list(classes)
+        result.classes[name] = list(classes)
     return result
 
 

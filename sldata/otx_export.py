@@ -145,7 +145,9 @@ def _frames_source(source: FrameStore | str | os.PathLike[str] | pd.DataFrame,
             raise KeyError(f"clips lack the column(s) {missing}")
         ok = source if "status" not in source.columns else source[source["status"] == "ok"]
         paths = {str(s): str(p) for s, p in zip(ok["sample_id"], ok["clip_path"])}
-        cfg = settings or FrameSettings()
+        if settings is None:
+            raise ValueError("decoding a clips table needs the frame settings (params frames, FrameSettings.from_dict)")
+        cfg = settings
 
         def get_clip(sample_id: str) -> tuple[np.ndarray, float]:
             clip = decode_clip(paths[sample_id], cfg)
@@ -178,7 +180,7 @@ def export_otx(frame_store_or_clips: FrameStore | str | os.PathLike[str] | pd.Da
     out_dir:
         Data root; ``rawframes/`` and ``<split>.txt`` are written in it.
     settings:
-        Decoding settings for a clips table (default :class:`~sldata.frames.FrameSettings`);
+        Decoding settings for a clips table (required then; e.g. from params ``frames``);
         ignored for a frame store.
     jpeg_quality:
         Quality (1-100) of the exported JPEG files.

@@ -9,6 +9,12 @@ cross-field checks, and every error names the key at fault, e.g.::
 
 from __future__ import annotations
 
+import argparse
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +80,10 @@ def _cross_checks(params: dict[str, Any], only_subset: bool = False) -> list[str
     total = sum(fractions.values())
     if abs(total - 1.0) > 1e-6:
         problems.append(f"subset.resplit.fractions: must add up to 1, got {total:g}")
-    glosses = split_list(subset["classes"])
+    glosses = subset["classes"]
     if len(set(glosses)) != len(glosses):
         problems.append("subset.classes: a gloss is listed twice")
     return problems
-
-
-def split_list(text: str) -> list[str]:
-    """Parse a comma-separated params value (``"train,val"``) into its non-empty, stripped items."""
-    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def validate_section(name: str, value: Any, source: str = "command line") -> dict[str, Any]:
@@ -101,14 +102,98 @@ def validate_section(name: str, value: Any, source: str = "command line") -> dic
     return value
 
 
-def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read and validate a params file."""
+def apply_overrides(params: dict[str, Any], overrides: Sequence[str], source: str = "--set") -> dict[str, Any]:
+    """``params`` with each ``key.sub=value`` of ``overrides`` applied (a deep copy; ``value`` is YAML).
+
+    ``--set train.lr=0.002``, ``--set subset.classes=[book,how]``, ``--set train.load_weights=''``.
+    Missing parents are created (for the entries of a map such as ``train.heads``); the result is
+    validated by the caller, so a misspelt key fails there, named.
+
+    Raises
+    ------
+    ParamsError
+        An override is not ``KEY=VALUE``, its value is not YAML, or a parent of its key is not a mapping.
+    """
+    out = copy.deepcopy(params)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        path = [k for k in key.strip().split(".")]
+        if not sep or not all(path):
+            raise ParamsError(f"{source} {item!r}: expected KEY=VALUE with a dotted KEY, e.g. train.lr=0.002")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"{source} {item!r}: value is not valid YAML: {exc}") from exc
+        node = out
+        for i, part in enumerate(path[:-1]):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"{source} {item!r}: {'.'.join(path[:i + 1])} is not a section")
+        node[path[-1]] = value
+    return out
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a params file, apply ``--set`` style ``overrides`` (``key.sub=value``) and validate the result.
+
+    Raises
+    ------
+    ParamsError
+        The file is missing or not YAML, an override is malformed, or a value is invalid (by key).
+    """
     p = Path(path)
     if not p.is_file():
-        raise ParamsError(f"{path}: params file not found")
+        raise ParamsError(f"{path}: params file not found (run from the repository root or pass --params PATH)")
     try:
         with open(p, encoding="utf-8") as fh:
             params = yaml.safe_load(fh)
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from exc
-    return validate_params(params, source=str(path))
+    if overrides:
+        if not isinstance(params, dict):
+            raise ParamsError(f"{path}: not a mapping of sections")
+        params = apply_overrides(params, overrides)
+    source = f"{path} (with --set {' '.join(overrides)})" if overrides else str(path)
+    return validate_params(params, source=source)
+
+
+def add_params_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--params PATH`` (default ``params.yaml`` in the working directory) and repeatable ``--set KEY=VALUE``."""
+    group = parser.add_argument_group("settings (every value comes from the params file)")
+    group.add_argument("--params", default="params.yaml", type=Path, metavar="PATH",
+                       help="params file, validated against pipeline/schemas/params.schema.yaml (default: %(default)s)")
+    group.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one value for this run, e.g. --set train.lr=0.002 (YAML value; repeatable)")
+
+
+def params_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The validated params of a command that took :func:`add_params_arguments`."""
+    return load_params(args.params, args.overrides)
+
+
+def get_key(params: Mapping[str, Any], dotted: str) -> Any:
+    """The value at ``dotted`` (``"pose.frame_step"``); ``KeyError`` naming the key when absent."""
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise KeyError(f"params has no {dotted!r}")
+        node = node[part]
+    return node
+
+
+def write_snapshot(params: Mapping[str, Any], folder: str | Path) -> Path:
+    """Write ``params`` (already validated) to ``folder/params-<sha256 prefix>.yaml``; return that path.
+
+    Snakemake merges ``--configfile``/``--config`` over ``params.yaml`` in memory, so its rules hand
+    the commands this snapshot of what it resolved instead of ``params.yaml``. The name is the
+    content's hash, so runs with different configs never share a file and an existing file is
+    never rewritten (a job reads a complete file even while another workflow starts).
+    """
+    text = yaml.safe_dump(json.loads(json.dumps(params)), sort_keys=False, allow_unicode=True)
+    path = Path(folder) / f"params-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return path

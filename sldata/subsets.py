@@ -27,7 +27,6 @@ import pyarrow as pa
 
 from sldata.atomic import write_json
 from sldata.manifest import write_parquet
-from sldata.params import split_list
 
 SPLITS = ("train", "val", "test")
 
@@ -181,7 +180,7 @@ def build_subset(
     dataset = subset["dataset"]
     if dataset not in classes:
         raise SubsetError(f"subset.dataset: the manifest has no {dataset} rows (is sources.{dataset}.enabled true?)")
-    glosses = split_list(subset["classes"])
+    glosses = list(subset["classes"])
     if glosses:
         label_map = explicit_label_map(dataset, classes[dataset], glosses)
     else:

@@ -1,4 +1,10 @@
-"""Command-line interface: ``python -m sltrain <command> --help``."""
+"""Command-line interface: ``python -m sltrain <command> --help``.
+
+The training and evaluation stages take paths as flags and read their settings from the params
+file (``--params``, default ``params.yaml``; ``--set key.sub=value`` overrides one value), like
+the ``sldata`` stages. ``predict``, ``stream`` and ``serve`` need no params: an exported model
+carries what they need.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,8 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from sldata.params import SCHEMA_PATH
+from sldata.params import SCHEMA_PATH, add_params_arguments, params_from_args
 from sldata.progress import LOG_DATEFMT, LOG_FORMAT
-from sldata.section_args import add_section_arguments, parse_args_with_maps
 from sltrain import __version__
 
 RUNTIME_PACKAGES = ("torch", "openvino", "mediapipe", "numpy", "av", "opencv-contrib-python")
@@ -52,43 +57,46 @@ def torchrun_argv(processes: int, argv: Sequence[str]) -> list[str]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from sldata.section_args import section_from_args
+    from sldata.stages import stage_params
     from sltrain.train import FeatureConfig, TrainConfig, train
 
-    sections = {name: section_from_args(args, name) for name in ("features", "train", "models")}
-    features = FeatureConfig(**sections["features"])
-    cfg = TrainConfig.from_params(sections["train"], sections["models"])
+    params = params_from_args(args)
+    features = FeatureConfig.from_params(params["features"])
+    cfg = TrainConfig.from_params(params["train"], params["models"])
     if cfg.processes > 1 and "WORLD_SIZE" not in os.environ:  # start the data-parallel processes
         argv = torchrun_argv(cfg.processes, args.argv)
         print("running:", " ".join(argv), file=sys.stderr, flush=True)
         return subprocess.call(argv)
-    metrics = train(args.packed, args.label_map, args.out_dir, args.work_dir, cfg, features, params=sections,
-                    progress=not args.no_progress, samples_path=args.samples)
+    # The checkpoints record the values this stage depends on (sldata/stages.py), no others.
+    metrics = train(args.packed, args.label_map, args.out_dir, args.work_dir, cfg, features,
+                    params=stage_params(params, "train"), progress=not args.no_progress, samples_path=args.samples)
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
 
 def _cmd_train_rgb(args: argparse.Namespace) -> int:
-    from sldata.section_args import section_from_args
+    from sldata.stages import stage_params
     from sltrain.train import clip_section, train_rgb
 
-    sections = {name: section_from_args(args, name) for name in ("train_rgb", "models", "frames")}
-    cfg, clip_input = clip_section(sections["train_rgb"], sections["models"], "train_rgb")
+    params = params_from_args(args)
+    recorded = stage_params(params, "train_rgb")
+    cfg, clip_input = clip_section(params["train_rgb"], params["models"], "train_rgb")
     metrics = train_rgb(args.frames, args.samples, args.label_map, args.out_dir, args.work_dir, cfg, clip_input,
-                        params=sections, progress=not args.no_progress, source=sections["frames"])
+                        params=recorded, progress=not args.no_progress, source=recorded["frames"])
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
 
 def _cmd_train_hands(args: argparse.Namespace) -> int:
-    from sldata.section_args import section_from_args
+    from sldata.stages import stage_params
     from sltrain.train import clip_section, train_hands
 
-    sections = {name: section_from_args(args, name) for name in ("train_hands", "models", "hand_crops")}
-    cfg, clip_input = clip_section(sections["train_hands"], sections["models"], "train_hands")
+    params = params_from_args(args)
+    recorded = stage_params(params, "train_hands")
+    cfg, clip_input = clip_section(params["train_hands"], params["models"], "train_hands")
     metrics = train_hands(args.hand_crops, args.packed, args.label_map, args.out_dir, args.work_dir, cfg, clip_input,
-                          params=sections, progress=not args.no_progress, samples_path=args.samples,
-                          source=sections["hand_crops"])
+                          params=recorded, progress=not args.no_progress, samples_path=args.samples,
+                          source=recorded["hand_crops"])
     print(json.dumps(metrics, indent=2, sort_keys=True))
     return 0
 
@@ -103,11 +111,9 @@ def _needs_checkout(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from sltrain.evaluate import evaluate
 
-    splits = [s for s in args.splits.split(",") if s]
-    bad = [s for s in splits if s not in ("train", "val", "test")]
-    if not splits or bad:
-        raise ValueError(f"--splits must be a comma-separated list of train, val, test; got {args.splits!r}")
-    combined = evaluate(args.model, args.packed, args.samples, splits, args.out_dir, seed=args.seed)
+    splits = list(dict.fromkeys(args.splits))
+    seed = params_from_args(args)["train"]["seed"]
+    combined = evaluate(args.model, args.packed, args.samples, splits, args.out_dir, seed=seed)
     for split in splits:
         m = combined[split]
         print(f"{split}: {m['clips_evaluated']}/{m['clips_annotated']} clips (coverage {m['coverage']}); "
@@ -117,9 +123,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from sltrain.export import main_export
+    from sltrain.export import main_export  # before the params: an install without torch says so first
 
-    return main_export(args)
+    return main_export(args, params_from_args(args)["export"])
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -149,23 +155,16 @@ def add_inference_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to OpenVINO IR + ONNX (model repository layout), "
                                       "with a PyTorch/OpenVINO/ONNX parity check")
     p.add_argument("checkpoint", help="sltrain checkpoint (.pt)")
+    add_params_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="model repository root")
     p.add_argument("--name", default="sign-recognizer", help="model name (folder; default %(default)s)")
     p.add_argument("--version", type=int, default=1, help="version folder, a positive integer (default %(default)s)")
-    p.add_argument("--fp16", action=argparse.BooleanOptionalAction, default=False,
-                   help="store IR weights as FP16 (parity tolerance 1e-2); not with --int8")
-    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=False,
-                   help="INT8 post-training quantization with NNCF (with --parity-packed: calibrated on "
-                   "train clips, val top-1 of FP32 and INT8 in parity.json)")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="largest allowed |logit difference| of the IR (default 1e-4, 1e-2 with --fp16)")
+                   help="largest allowed |logit difference| of the IR (default 1e-4, 1e-2 with export.fp16)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
     p.add_argument("--parity-packed", metavar="DIR", default=None,
-                   help="pack-pose folder: check parity on its real val clips instead of synthetic inputs")
-    p.add_argument("--parity-clips", "--parity_clips", dest="parity_clips", type=int, default=16, metavar="N",
-                   help="real clips for the parity check")
-    p.add_argument("--calibration-clips", "--calibration_clips", dest="calibration_clips", type=int, default=300, metavar="N",
-                   help="with --int8 and --parity-packed: train clips for NNCF calibration (default %(default)s)")
+                   help="pack-pose folder: check parity on its real val clips (params export.parity_clips; with "
+                   "export.int8, calibrated on export.calibration_clips train clips) instead of synthetic inputs")
     p.add_argument("--eval-metrics", metavar="JSON", default=None,
                    help="the evaluate stage's metrics.json: its numbers (with coverage) go into MODEL_CARD.md")
     p.set_defaults(handler=_cmd_export)
@@ -196,8 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a pose model on the packed keypoints (train split; model selection on val)",
         description="Trains the model of params train.model on the train split, selects and early-stops on val "
         "(the test split is never read), resumes from WORK_DIR/last.pt, and writes OUT_DIR/model.pt, metrics.json, "
-        "history.csv and curves.png. Every flag mirrors a key of params.yaml (features, train, models).",
+        "history.csv and curves.png. Settings: params features, train and models (--params, --set).",
     )
+    add_params_arguments(p)
     p.add_argument("--packed", required=True, help="pack-pose output folder, e.g. data/features/pose")
     p.add_argument("--label-map", required=True, help="label_map.json of the subset stage")
     p.add_argument("--out-dir", required=True, help="output folder, e.g. data/train")
@@ -206,9 +206,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples.parquet of the subset: columns for heads that the pack's index lacks (train and "
                    "val rows only are read)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    if training:
-        for section in ("features", "train", "models"):
-            add_section_arguments(p, section)
     p.set_defaults(handler=_cmd_train if training else _needs_checkout)
 
     p = sub.add_parser(
@@ -216,19 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the RGB clip model (S3D / MobileNet-V3 style) on the frames stage's output",
         description="Trains models.rgb_s3d with params train_rgb on the train split's RGB frames, selects and "
         "early-stops on val (test clips are never read), resumes from WORK_DIR/last.pt, and writes OUT_DIR/model.pt, "
-        "metrics.json, history.csv and curves.png. Every flag mirrors a key of params.yaml (train_rgb, models, and "
-        "frames, which is recorded in the checkpoint's input spec). evaluate, export and predict support pose models "
+        "metrics.json, history.csv and curves.png. Settings: params train_rgb, models.rgb_s3d and frames (recorded "
+        "in the checkpoint's input spec), from --params with any --set. evaluate, export and predict support pose models "
         "only and refuse this checkpoint.",
     )
+    add_params_arguments(p)
     p.add_argument("--frames", required=True, help="frames stage output folder (shard-NNN/), e.g. data/frames")
     p.add_argument("--samples", required=True, help="samples.parquet of the subset (labels, splits, head columns)")
     p.add_argument("--label-map", required=True, help="label_map.json of the subset stage")
     p.add_argument("--out-dir", required=True, help="output folder, e.g. data/train_rgb")
     p.add_argument("--work-dir", required=True, help="resumable state, e.g. data/cache/train_rgb")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    if training:
-        for section in ("train_rgb", "models", "frames"):
-            add_section_arguments(p, section)
     p.set_defaults(handler=_cmd_train_rgb if training else _needs_checkout)
 
     p = sub.add_parser(
@@ -236,10 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the VTN on hand crops and pose flow (hand-crop stage + packed keypoints)",
         description="Trains models.vtn with params train_hands on the train split's hand crops and keypoints, "
         "selects and early-stops on val (test clips are never read), resumes from WORK_DIR/last.pt, and writes "
-        "OUT_DIR/model.pt, metrics.json, history.csv and curves.png. Every flag mirrors a key of params.yaml "
-        "(train_hands, models, and hand_crops, which is recorded in the checkpoint's input spec). evaluate, export "
+        "OUT_DIR/model.pt, metrics.json, history.csv and curves.png. Settings: params train_hands, models.vtn and "
+        "hand_crops (recorded in the checkpoint's input spec), from --params with any --set. evaluate, export "
         "and predict support pose models only and refuse this checkpoint.",
     )
+    add_params_arguments(p)
     p.add_argument("--hand-crops", required=True, help="hand-crop stage output folder (shard-NNN/), e.g. data/hand_crops")
     p.add_argument("--packed", required=True, help="pack-pose output folder (labels, splits, keypoints)")
     p.add_argument("--label-map", required=True, help="label_map.json of the subset stage")
@@ -248,22 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", default=None,
                    help="samples.parquet of the subset: columns for heads that the pack's index lacks")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    if training:
-        for section in ("train_hands", "models", "hand_crops"):
-            add_section_arguments(p, section)
     p.set_defaults(handler=_cmd_train_hands if training else _needs_checkout)
 
     p = sub.add_parser(
         "evaluate",
         help="evaluate a trained model on val/test: top-k, per-class, per-signer, bootstrap CI, coverage, confusion",
         description="The only command that reads the test split. Writes OUT_DIR/<split>/{metrics.json, "
-        "predictions.csv, confusion.csv, confusion.png} and OUT_DIR/metrics.json.",
+        "predictions.csv, confusion.csv, confusion.png} and OUT_DIR/metrics.json. The bootstrap seed is params "
+        "train.seed.",
     )
+    add_params_arguments(p)
     p.add_argument("--model", required=True, help="model.pt from the train stage")
     p.add_argument("--packed", required=True, help="pack-pose output folder")
     p.add_argument("--samples", required=True, help="samples.parquet of the subset (for coverage)")
-    p.add_argument("--splits", required=True, help="comma-separated, e.g. val,test")
-    p.add_argument("--seed", required=True, type=int, help="bootstrap seed")
+    p.add_argument("--splits", required=True, nargs="+", choices=["train", "val", "test"], metavar="SPLIT",
+                   help="splits to evaluate, e.g. --splits val test")
     p.add_argument("--out-dir", required=True, help="output folder, e.g. data/eval")
     p.set_defaults(handler=_cmd_evaluate)
     add_inference_commands(sub)
@@ -271,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args_with_maps(build_parser(), argv)
+    args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
     try:

@@ -514,21 +514,23 @@ def labelled_clips(checkpoint: str | os.PathLike[str], packed_dir: str | os.Path
     return [clips.features(int(r)) for r in rows], clips.labels[rows]
 
 
-def main_export(args: Any) -> int:
-    """CLI: ``python -m sltrain export CHECKPOINT --out DIR [--name N] [--version V] [--fp16] [--int8]``."""
+def main_export(args: Any, settings: Mapping[str, Any]) -> int:
+    """CLI: ``python -m sltrain export CHECKPOINT --out DIR [--name N] [--version V]`` with the ``export``
+    params ``settings`` (``fp16``, ``int8``, ``parity_clips``, ``calibration_clips``)."""
     import sys
 
     parity_clips = calibration = accuracy = evaluation = None
     if getattr(args, "eval_metrics", None):
         evaluation = json.loads(Path(args.eval_metrics).read_text(encoding="utf-8"))
     if getattr(args, "parity_packed", None):
-        parity_clips = real_parity_clips(args.checkpoint, args.parity_packed, args.parity_clips)
-        if args.int8:  # calibrate on train clips; report val top-1 of FP32 and INT8 side by side
-            calibration = real_parity_clips(args.checkpoint, args.parity_packed, args.calibration_clips, split="train")
+        parity_clips = real_parity_clips(args.checkpoint, args.parity_packed, settings["parity_clips"])
+        if settings["int8"]:  # calibrate on train clips; report val top-1 of FP32 and INT8 side by side
+            calibration = real_parity_clips(args.checkpoint, args.parity_packed, settings["calibration_clips"],
+                                            split="train")
             accuracy = labelled_clips(args.checkpoint, args.parity_packed, "val")
     try:
-        result = export_model(args.checkpoint, args.out, name=args.name, version=args.version, fp16=args.fp16,
-                              quantize=args.int8, tolerance=args.tolerance, overwrite=args.overwrite,
+        result = export_model(args.checkpoint, args.out, name=args.name, version=args.version, fp16=settings["fp16"],
+                              quantize=settings["int8"], tolerance=args.tolerance, overwrite=args.overwrite,
                               parity_clips=parity_clips, calibration_clips=calibration, accuracy_clips=accuracy,
                               evaluation=evaluation)
     except ExportParityError as exc:

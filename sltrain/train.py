@@ -43,7 +43,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,18 +66,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """``features`` in params.yaml: which points and channels the model sees, and the clip length."""
+    """``features`` in params.yaml: which points and channels the model sees, and the clip length.
 
-    points: str = "upper_body_hands"
-    num_frames: int = 64
-    normalize: bool = True
-    velocity: bool = True
-    acceleration: bool = False
-    pose_flow: bool = False
-    fill_missing: bool = True
-    hand_local: bool = False
-    interpolate_max_gap: int = 0
-    canonical_hand: bool = False
+    No defaults: every value comes from params (:meth:`from_params`) or is given by the caller.
+    """
+
+    points: str
+    num_frames: int
+    normalize: bool
+    velocity: bool
+    acceleration: bool
+    pose_flow: bool
+    fill_missing: bool
+    hand_local: bool
+    interpolate_max_gap: int
+    canonical_hand: bool
+
+    @classmethod
+    def from_params(cls, features: Mapping[str, Any]) -> FeatureConfig:
+        """From the ``features`` params section; unknown or missing keys raise ``ValueError`` naming them."""
+        return settings_from_dict(cls, features, "features")
 
     def input_spec(self, skeleton: Mapping[str, Any], recording: Mapping[str, Any] | None = None) -> InputSpec:
         """The input spec for keypoints of ``skeleton``, recorded as ``recording`` says (the pack's metadata)."""
@@ -93,33 +101,34 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """``train`` in params.yaml (see the schema for each key's meaning)."""
+    """``train`` in params.yaml (see the schema for each key's meaning), with the chosen model's
+    ``model_config``. No defaults: :meth:`from_params` fills every field from params."""
 
-    seed: int = 0
-    model: str = "pose_transformer"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 60
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: int = 3
-    label_smoothing: float = 0.1
-    grad_clip: float = 1.0
-    patience: int = 20
-    threads: int = 2
-    processes: int = 1
-    device: str = "auto"
-    freeze: dict[str, int] = field(default_factory=dict)
-    load_weights: str = ""
-    augment: dict[str, Any] = field(default_factory=dict)
-    heads: dict[str, dict[str, Any]] = field(default_factory=lambda: {"gloss": {"column": "label", "weight": 1.0}})
-    mixup_alpha: float = 0.0
-    mixup_prob: float = 0.0
-    ensemble: dict[str, dict[str, Any]] = field(default_factory=dict)
-    ensemble_weights: str = "equal"
-    flip_tta: bool = False
-    loader_workers: int = 0
-    final_fit: bool = False
+    seed: int
+    model: str
+    model_config: dict[str, Any]
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    label_smoothing: float
+    grad_clip: float
+    patience: int
+    threads: int
+    processes: int
+    device: str
+    freeze: dict[str, int]
+    load_weights: str
+    augment: dict[str, Any]
+    heads: dict[str, dict[str, Any]]
+    mixup_alpha: float
+    mixup_prob: float
+    ensemble: dict[str, dict[str, Any]]
+    ensemble_weights: str
+    flip_tta: bool
+    loader_workers: int
+    final_fit: bool
 
     def __post_init__(self) -> None:
         if self.ensemble_weights not in ENSEMBLE_WEIGHTS:
@@ -148,18 +157,18 @@ class TrainConfig:
         from sltrain.models.factory import model_config_from_params
 
         data = dict(train)
-        name = data.get("model", cls.model)
+        name = data["model"]
         if name not in models:
             raise ValueError(f"{section}.model is {name!r} but params has no models.{name} section "
                              f"(models: {sorted(models)})")
         data["model_config"] = model_config_from_params(name, models[name])
-        data["freeze"] = {k: int(v) for k, v in dict(data.get("freeze", {})).items() if int(v) > 0}
-        if "heads" in data:
-            data["heads"] = {str(k): dict(v) for k, v in dict(data["heads"]).items()}
-            gloss = data["heads"].get("gloss")
-            if gloss is None or gloss.get("column") != "label":
-                raise ValueError(f"{section}.heads needs a 'gloss' head with column 'label', got {data['heads']}")
-        if data.get("ensemble"):
+        data["freeze"] = {k: int(v) for k, v in dict(data["freeze"]).items() if int(v) > 0}
+        data["heads"] = {str(k): dict(v) for k, v in dict(data["heads"]).items()}
+        gloss = data["heads"].get("gloss")
+        if gloss is None or gloss.get("column") != "label":
+            raise ValueError(f"{section}.heads needs a 'gloss' head with column 'label', got {data['heads']}")
+        data["augment"] = dict(data["augment"])
+        if data["ensemble"]:
             members = {}
             for member, entry in dict(data["ensemble"]).items():
                 entry = dict(entry)
@@ -413,34 +422,50 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
 @dataclass(frozen=True)
 class ClipInputConfig:
     """``input`` of ``train_rgb`` (``num_frames``, ``size``) or ``train_hands`` (also the keypoint features,
-    keys as in ``features``)."""
+    keys as in ``features``). ``train_rgb`` has no keypoints: its sections give ``num_frames`` and ``size``
+    only, the others stay None."""
 
-    num_frames: int = 16
-    size: int = 64
-    points: str = "upper_body_hands"
-    normalize: bool = True
-    velocity: bool = False
-    acceleration: bool = False
-    pose_flow: bool = True
-    fill_missing: bool = True
-    hand_local: bool = False
+    num_frames: int
+    size: int
+    points: str | None = None
+    normalize: bool | None = None
+    velocity: bool | None = None
+    acceleration: bool | None = None
+    pose_flow: bool | None = None
+    fill_missing: bool | None = None
+    hand_local: bool | None = None
 
     @classmethod
     def from_params(cls, data: Mapping[str, Any], section: str) -> ClipInputConfig:
         return settings_from_dict(cls, data, f"{section}.input")
 
     def pose_features(self) -> FeatureConfig:
-        return FeatureConfig(points=self.points, num_frames=self.num_frames, normalize=self.normalize,
-                             velocity=self.velocity, acceleration=self.acceleration, pose_flow=self.pose_flow,
-                             fill_missing=self.fill_missing, hand_local=self.hand_local)
+        """The keypoint features of a ``train_hands`` input (no gap interpolation or canonical hand there)."""
+        if self.points is None:
+            raise ValueError("this clip input has no keypoint settings (train_rgb reads frames only)")
+        return FeatureConfig(points=self.points, num_frames=self.num_frames, normalize=bool(self.normalize),
+                             velocity=bool(self.velocity), acceleration=bool(self.acceleration),
+                             pose_flow=bool(self.pose_flow), fill_missing=bool(self.fill_missing),
+                             hand_local=bool(self.hand_local), interpolate_max_gap=0, canonical_hand=False)
+
+
+CLIP_TRAINER_FIXED: dict[str, Any] = {
+    "processes": 1, "loader_workers": 0, "mixup_alpha": 0.0, "mixup_prob": 0.0, "flip_tta": False,
+    "ensemble": {}, "ensemble_weights": "equal", "final_fit": False,
+}
+""":class:`TrainConfig` fields that ``train_rgb`` and ``train_hands`` have no params for: those trainers
+run in one process with no mixup, mirror averaging, ensemble or final fit."""
 
 
 def clip_section(section: Mapping[str, Any], models: Mapping[str, Any],
                  name: str) -> tuple[TrainConfig, ClipInputConfig]:
     """A ``train_rgb`` or ``train_hands`` params section as a :class:`TrainConfig` and its ``input``."""
     data = dict(section)
-    clip_input = ClipInputConfig.from_params(dict(data.pop("input", {})), name)
-    return TrainConfig.from_params(data, models, section=name), clip_input
+    clip_input = ClipInputConfig.from_params(dict(data.pop("input")), name)
+    clash = sorted(set(data) & set(CLIP_TRAINER_FIXED))
+    if clash:
+        raise ValueError(f"{name}: {clash} are not settings of the clip trainers")
+    return TrainConfig.from_params({**data, **CLIP_TRAINER_FIXED}, models, section=name), clip_input
 
 
 def train_rgb(frames_dir: str | os.PathLike[str], samples_path: str | os.PathLike[str],

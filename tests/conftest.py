@@ -64,3 +64,46 @@ def default_params() -> dict:
 
     with open(REPO_ROOT / "params.yaml", encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+# Settings objects have no defaults of their own: tests build them from the committed params,
+# overriding what they are about (and saying every value that differs from params.yaml).
+
+
+def params_section(name: str, **overrides: object) -> dict:
+    """Params section ``name`` of the committed params.yaml with ``overrides`` (top-level keys) applied."""
+    return {**default_params()[name], **overrides}
+
+
+def pose_settings(**overrides: object):  # noqa: ANN201 (imports stay lazy: collection stays fast)
+    from sldata.pose.extract import PoseSettings
+
+    return PoseSettings.from_dict(params_section("pose", **overrides))
+
+
+def frame_settings(**overrides: object):  # noqa: ANN201
+    from sldata.frames import FrameSettings
+
+    section = params_section("frames", **overrides)
+    section.pop("workers")
+    return FrameSettings.from_dict(section)
+
+
+def hand_crop_settings(**overrides: object):  # noqa: ANN201
+    from sldata.pose.handcrop_stage import HandCropStageSettings
+
+    return HandCropStageSettings.from_dict(params_section("hand_crops", **overrides))
+
+
+def feature_config(**overrides: object):  # noqa: ANN201
+    from sltrain.train import FeatureConfig
+
+    return FeatureConfig.from_params(params_section("features", **overrides))
+
+
+def params_flags(*overrides: str) -> list[str]:
+    """``--params <committed params.yaml>`` plus ``--set`` for each ``key=value`` of ``overrides``."""
+    flags = ["--params", str(REPO_ROOT / "params.yaml")]
+    for item in overrides:
+        flags += ["--set", item]
+    return flags

@@ -71,7 +71,7 @@ def make_pipeline_repo(root: Path, shared: Path,
     params["train_rgb"]["input"].update(num_frames=4, size=32)
     params["train_hands"]["input"].update(num_frames=8, size=16)
     params["models"]["rgb_s3d"].update(width_multiplier=0.25, feature_dim=64)
-    params["models"]["vtn"].update(hand_widths="8,16", hand_dim=8, pose_dim=8, d_model=16, num_layers=1, num_heads=2)
+    params["models"]["vtn"].update(hand_widths=[8, 16], hand_dim=8, pose_dim=8, d_model=16, num_layers=1, num_heads=2)
     if edit_params is not None:
         edit_params(params)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

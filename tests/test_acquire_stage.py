@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,6 @@ from sldata.acquire.stage import (
     shard_of,
     shard_rows,
 )
-from sldata.section_args import add_section_arguments, section_flags, section_from_args
 
 
 def sample_row(sample_id: str, source_key: str, url: str, start_s: float, end_s: float | None,
@@ -139,30 +137,6 @@ def test_downloads_once_per_source_cleans_crops_and_trims_frame_exactly(server: 
     pd.testing.assert_frame_equal(again[cols], table[cols])
 
 
-def test_section_flags_round_trip_through_the_cli_parser() -> None:
-    section = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["acquire"]
-    parser = argparse.ArgumentParser()
-    add_section_arguments(parser, "acquire")
-    import shlex
-
-    args = parser.parse_args(shlex.split(section_flags(section)))
-    assert section_from_args(args, "acquire") == section
-
-
-def test_section_flags_match_dvc_dictionary_unpacking(tmp_path: Path) -> None:
-    """DVC renders ${acquire} into the same flags Snakemake's section_flags gives."""
-    section = {"a": 1, "s": "x y", "e": "", "t": True, "f": False, "nested": {"b": 2.5}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"sec": section}, sort_keys=False))
-    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: echo ${sec}\n")
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
-    (tmp_path / ".dvc" / "config").write_text((REPO_ROOT / ".dvc" / "config").read_text())
-    out = subprocess.run([sys.executable, "-m", "dvc", "repro", "--dry"], cwd=tmp_path, capture_output=True,
-                         text=True, check=True).stdout
-    rendered = next(line for line in out.splitlines() if line.startswith("> echo "))[len("> echo "):]
-    assert rendered == section_flags(section)
-
-
 def test_coverage_cli_fails_below_min_success_ratio_with_the_report(tmp_path: Path) -> None:
     clips = pd.DataFrame({
         "sample_id": ["a", "b", "c", "d"], "dataset": ["wlasl"] * 4, "split": ["train", "train", "val", "test"],
@@ -171,12 +145,12 @@ def test_coverage_cli_fails_below_min_success_ratio_with_the_report(tmp_path: Pa
     clips.to_parquet(tmp_path / "clips.parquet")
     base = [sys.executable, "-m", "sldata", "coverage", "--clips", str(tmp_path / "clips.parquet"),
             "--metrics", str(tmp_path / "m.json"), "--report", str(tmp_path / "r.txt")]
-    ok = subprocess.run([*base, "--min-success-ratio", "0.5"], capture_output=True, text=True, cwd=REPO_ROOT)
+    ok = subprocess.run([*base, "--set", "acquire.min_success_ratio=0.5"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert ok.returncode == 0 and "not_found" in ok.stdout
     metrics = yaml.safe_load((tmp_path / "m.json").read_text())
     assert metrics["coverage"]["ALL"]["ALL"] == {"clips": 4, "usable": 2, "usable_ratio": 0.5, "not_found": 1,
                                                   "not_in_local_store": 1}
-    bad = subprocess.run([*base, "--min-success-ratio", "0.6"], capture_output=True, text=True, cwd=REPO_ROOT)
+    bad = subprocess.run([*base, "--set", "acquire.min_success_ratio=0.6"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert bad.returncode == 2 and "usable" in bad.stderr and "not_in_local_store" in bad.stderr
     # written before the check fails, so the failing run's report is there to read
     assert yaml.safe_load((tmp_path / "m.json").read_text())["min_success_ratio"] == 0.6

@@ -16,14 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from conftest import default_params
-from sldata.frames import FrameSettings, FrameStore, extract_frames_shard
-from sldata.pose.extract import PoseSettings, extract_pose_shard
-from sldata.pose.handcrop_stage import HandCropStageSettings, HandCropStore, hand_crops_shard
-from sldata.pose.handcrops import HandCropSettings
+from conftest import REPO_ROOT, default_params, feature_config, frame_settings, hand_crop_settings, pose_settings
+from sldata.frames import FrameStore, extract_frames_shard
+from sldata.pose.extract import extract_pose_shard
+from sldata.pose.handcrop_stage import HandCropStore, hand_crops_shard
 from sldata.pose.store import pack_pose_arrays
-from sldata.section_args import section_flags
 from sltrain.checkpoint import CheckpointError, clip_model_from_checkpoint, load_checkpoint, model_from_checkpoint
 from sltrain.cli import main
 from sltrain.clip_data import HandClips, RGBClips
@@ -35,7 +34,7 @@ from sltrain.train import ClipInputConfig, TrainConfig, clip_section, train, tra
 SPLITS = ["train", "train", "val", "test"]  # per gloss, in annotation order
 TINY_MODELS = {
     "rgb_s3d": {"width_multiplier": 0.25, "stem_width": 16, "feature_dim": 64, "head_dropout": 0.0},
-    "vtn": {"hand_widths": "8,16", "hand_dim": 8, "pose_dim": 8, "d_model": 16, "num_layers": 1, "num_heads": 2,
+    "vtn": {"hand_widths": [8, 16], "hand_dim": 8, "pose_dim": 8, "d_model": 16, "num_layers": 1, "num_heads": 2,
             "dropout": 0.1, "pooling": "mean", "mirror_left_hand": True, "head_dropout": 0.0},
     "pose_transformer": {"d_model": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.1, "pooling": "cls"},
 }
@@ -61,13 +60,13 @@ def data(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     samples.to_parquet(root / "samples.parquet", index=False)
     (root / "label_map.json").write_text(json.dumps({"dataset": "wlasl", "num_classes": 2,
                                                      "glosses": [e["gloss"] for e in annotation[:2]]}))
-    extract_frames_shard(clips, root / "frames" / "shard-000", FrameSettings(size=32), progress=False, workers=1)
+    extract_frames_shard(clips, root / "frames" / "shard-000", frame_settings(size=32), progress=False, workers=1)
     pose = root / "pose" / "shard-000.parquet"
     pose.parent.mkdir()
-    extract_pose_shard(clips, pose, PoseSettings(workers=1, frame_step=2, checkpoint_every=100), progress=False)
+    extract_pose_shard(clips, pose, pose_settings(workers=1, frame_step=2, checkpoint_every=100), progress=False)
     pack_pose_arrays([pose], samples, root / "packed")
     hand_crops_shard(clips, pose, root / "hand_crops" / "shard-000",
-                     HandCropStageSettings(crops=HandCropSettings(size=24), workers=1), progress=False)
+                     hand_crop_settings(size=24, workers=1), progress=False)
     return {"root": root, "samples": root / "samples.parquet", "label_map": root / "label_map.json",
             "frames": root / "frames", "packed": root / "packed", "hand_crops": root / "hand_crops"}
 
@@ -89,19 +88,21 @@ def models_section() -> dict:
 
 
 def cli_train(kind: str, data: dict[str, Path], out: Path, extra: str = "", **overrides: object) -> int:
-    """Run ``python -m sltrain train-rgb|train-hands`` in-process with every params flag."""
-    models = section_flags(models_section())
+    """Run ``python -m sltrain train-rgb|train-hands`` in-process on a small params file (``extra``: more flags)."""
+    name = "train_rgb" if kind == "rgb" else "train_hands"
+    params = default_params()
+    params[name] = section(name, **overrides)
+    params["models"] = models_section()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if kind == "rgb":
-        argv = (f"train-rgb --frames {data['frames']} --samples {data['samples']} --label-map {data['label_map']}"
-                f" --out-dir {out / 'o'} --work-dir {out / 'w'} --no-progress"
-                f" {section_flags(section('train_rgb', **overrides))} {models}"
-                f" {section_flags(default_params()['frames'])} {extra}")
+        argv = (f"train-rgb --params {out / 'params.yaml'} --frames {data['frames']} --samples {data['samples']}"
+                f" --label-map {data['label_map']} --out-dir {out / 'o'} --work-dir {out / 'w'} --no-progress")
     else:
-        argv = (f"train-hands --hand-crops {data['hand_crops']} --packed {data['packed']} --samples {data['samples']}"
-                f" --label-map {data['label_map']} --out-dir {out / 'o'} --work-dir {out / 'w'} --no-progress"
-                f" {section_flags(section('train_hands', **overrides))} {models}"
-                f" {section_flags(default_params()['hand_crops'])} {extra}")
-    return main(shlex.split(argv))
+        argv = (f"train-hands --params {out / 'params.yaml'} --hand-crops {data['hand_crops']} --packed {data['packed']}"
+                f" --samples {data['samples']} --label-map {data['label_map']} --out-dir {out / 'o'}"
+                f" --work-dir {out / 'w'} --no-progress")
+    return main([*shlex.split(argv), *shlex.split(extra)])
 
 
 def configs(kind: str, **overrides: object) -> tuple[TrainConfig, ClipInputConfig]:
@@ -153,15 +154,15 @@ def test_model_trains_through_the_cli_and_reloads_from_its_checkpoint(kind: str,
         model_from_checkpoint(ckpt)
     capsys.readouterr()
     assert main(["evaluate", "--model", str(tmp_path / "o" / "model.pt"), "--packed", str(data["packed"]),
-                 "--samples", str(data["samples"]), "--splits", "val", "--seed", "0",
+                 "--samples", str(data["samples"]), "--splits", "val", "--params", str(REPO_ROOT / "params.yaml"),
                  "--out-dir", str(tmp_path / "eval")]) == 2
     assert "support pose models only" in capsys.readouterr().err
 
 
 def test_extra_heads_from_the_cli_take_their_classes_from_the_data(data: dict[str, Path], tmp_path: Path) -> None:
     # signer_id is in the pack's index; variation_id only in samples.parquet.
-    extra = ("--heads.signer.column signer_id --heads.signer.weight 0.5"
-             " --heads.variation.column variation_id --heads.variation.weight 0.25")
+    extra = ("--set 'train_hands.heads.signer={column: signer_id, weight: 0.5}'"
+             " --set train_hands.heads.variation.column=variation_id --set train_hands.heads.variation.weight=0.25")
     assert cli_train("hands", data, tmp_path, extra) == 0
     ckpt = load_checkpoint(tmp_path / "o" / "model.pt")
     samples = pd.read_parquet(data["samples"])
@@ -180,10 +181,10 @@ def test_extra_heads_from_the_cli_take_their_classes_from_the_data(data: dict[st
 
 def test_bad_heads_are_refused_with_the_key(data: dict[str, Path], tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        cli_train("rgb", data, tmp_path, "--heads.signer.colum signer_id")
-    assert "unknown key 'colum'" in capsys.readouterr().err
-    assert cli_train("rgb", data, tmp_path, "--heads.signer.column handshape --heads.signer.weight 1.0") == 2
+    assert cli_train("rgb", data, tmp_path, "--set train_rgb.heads.signer.colum=signer_id") == 2
+    err = capsys.readouterr().err
+    assert "train_rgb.heads.signer: unknown key 'colum'" in err and "Traceback" not in err
+    assert cli_train("rgb", data, tmp_path, "--set 'train_rgb.heads.signer={column: handshape, weight: 1.0}'") == 2
     assert "no column 'handshape'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="gloss.*column 'label'"):
         configs("rgb", heads={"gloss": {"column": "signer_id", "weight": 1.0}})
@@ -248,11 +249,13 @@ def test_freeze_schedule_freezes_then_unfreezes_every_model(kind: str, data: dic
     if kind == "pose":
         cfg = TrainConfig(seed=0, model="pose_transformer", model_config=TINY_MODELS["pose_transformer"], epochs=2,
                           batch_size=4, lr=0.003, weight_decay=0.0, warmup_epochs=0, threads=1, device="cpu",
-                          freeze={"backbone": 1}, augment={})
-        from sltrain.train import FeatureConfig
+                          freeze={"backbone": 1}, augment={}, label_smoothing=0.1, grad_clip=1.0, patience=20,
+                          load_weights="", heads={"gloss": {"column": "label", "weight": 1.0}}, processes=1,
+                          loader_workers=0, mixup_alpha=0.0, mixup_prob=0.0, ensemble={}, ensemble_weights="equal",
+                          flip_tta=False, final_fit=False)
 
         def go(max_epochs: int) -> None:
-            train(data["packed"], data["label_map"], tmp_path / "o", tmp_path / "w", cfg, FeatureConfig(num_frames=8),
+            train(data["packed"], data["label_map"], tmp_path / "o", tmp_path / "w", cfg, feature_config(num_frames=8, hand_local=False, canonical_hand=False),
                   progress=False, max_epochs_this_run=max_epochs)
     else:
         def go(max_epochs: int) -> None:
@@ -286,7 +289,8 @@ def test_clip_inputs_sample_crop_and_mirror_with_the_hand_swap(data: dict[str, P
     np.testing.assert_allclose(mirrored, x[..., ::-1], atol=1e-6)
 
     _, _, meta = __import__("sldata.pose.store", fromlist=["load_packed"]).load_packed(data["packed"])
-    pose = ClipInputConfig(num_frames=8, size=16, velocity=False, pose_flow=True).pose_features().input_spec(
+    pose = ClipInputConfig.from_params({**default_params()["train_hands"]["input"], "num_frames": 8, "size": 16,
+                                        "velocity": False, "pose_flow": True}, "train_hands").pose_features().input_spec(
         meta["skeleton"])
     spec = ClipInputSpec(kind="hands", num_frames=8, size=16, pose=pose.to_dict())
     hands = HandClips(data["hand_crops"], data["packed"], ("train",), spec)
@@ -309,13 +313,9 @@ def test_clip_inputs_sample_crop_and_mirror_with_the_hand_swap(data: dict[str, P
 
 
 def test_pipeline_has_separate_rgb_and_hand_stages_outside_all() -> None:
-    """`all` (the pose path) plans neither; their own targets do, with the flags DVC renders too."""
+    """`all` (the pose path) plans neither; their own targets do, running the command DVC runs."""
     import subprocess
     import sys
-
-    import yaml
-
-    from conftest import REPO_ROOT
 
     def dry(*targets: str) -> str:
         result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", *targets], cwd=REPO_ROOT,
@@ -327,10 +327,9 @@ def test_pipeline_has_separate_rgb_and_hand_stages_outside_all() -> None:
     out = dry("train_rgb", "train_hands")
     assert out.count("rule train_rgb:") == 1 and out.count("rule train_hands:") == 1
     stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
-    for stage, sections in (("train_rgb", ("train_rgb", "models", "frames")),
-                            ("train_hands", ("train_hands", "models", "hand_crops"))):
-        assert stages[stage]["cmd"].split()[-3:] == [f"${{{s}}}" for s in sections]
-        assert stages[stage]["params"] == list(sections)
-        shell = next(line for line in out.splitlines() if f"sltrain {stage.replace('_', '-')}" in line)
-        assert section_flags(default_params()[sections[0]]) in shell
-        assert f"> logs/{stage}.log" in shell
+    for stage in ("train_rgb", "train_hands"):
+        command = f"python -m sltrain {stage.replace('_', '-')} --params "
+        assert stages[stage]["cmd"].startswith(command + "params.yaml ")
+        assert f"models.{'rgb_s3d' if stage == 'train_rgb' else 'vtn'}" in stages[stage]["params"]
+        shell = next(line for line in out.splitlines() if command in line)
+        assert "--params .snakemake/params/params-" in shell and f"> logs/{stage}.log" in shell

@@ -24,7 +24,7 @@ from pipeline_repo import make_pipeline_repo, run
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.timeout(1800)]  # a loaded 2-core machine took 21 min
 
-SHRINK = {"subset": {"classes": "same,give"}, "train": {"epochs": 3}}
+SHRINK = {"subset": {"classes": ["same", "give"]}, "train": {"epochs": 3}}
 DEMO_CONFIG = "DEMO_CONFIG=pipeline/demo.yaml small.yaml"
 TIMESTAMP = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO "
 

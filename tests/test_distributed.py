@@ -91,12 +91,10 @@ def test_two_processes_match_one(packed: tuple[Path, Path], tmp_path: Path) -> N
 
 
 def test_cli_starts_torchrun_when_params_ask_for_processes(packed: tuple[Path, Path], tmp_path: Path) -> None:  # noqa: F811
-    import shlex
 
     import yaml
 
     from conftest import REPO_ROOT
-    from sldata.section_args import section_flags
 
     pack, labels = packed
     params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
@@ -104,10 +102,10 @@ def test_cli_starts_torchrun_when_params_ask_for_processes(packed: tuple[Path, P
     params["train"].update(epochs=1, batch_size=4, threads=1, processes=2, device="cpu", model="pose_transformer",
                            ensemble={})
     params["models"]["pose_transformer"].update(d_model=16, num_layers=1, num_heads=2)
-    flags = " ".join(section_flags(params[s]) for s in ("features", "train", "models"))
-    cmd = [sys.executable, "-m", "sltrain", "train", "--packed", str(pack), "--label-map", str(labels),
-           "--out-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"), "--no-progress",
-           *shlex.split(flags)]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    cmd = [sys.executable, "-m", "sltrain", "train", "--params", str(tmp_path / "params.yaml"), "--packed", str(pack),
+           "--label-map", str(labels), "--out-dir", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+           "--no-progress"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "torch.distributed.run --standalone --nproc-per-node=2 -m sltrain train" in result.stderr

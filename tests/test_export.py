@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import shared_data_dir
+from conftest import params_flags, shared_data_dir
 from sltrain.export import (ExportError, ExportParityError, compare_backend, export_model, synthetic_parity_clips,
                             write_untrained_checkpoint)
 from sltrain.inputs import InputSpec, clip_features
@@ -93,7 +93,7 @@ def test_fp16_export_through_the_cli(checkpoint: tuple[Path, InputSpec], exporte
 
     ckpt, _ = checkpoint
     out, _ = exported
-    assert main(["export", str(ckpt), "--out", str(out), "--version", "2", "--fp16"]) == 0
+    assert main(["export", str(ckpt), *params_flags("export.fp16=true"), "--out", str(out), "--version", "2"]) == 0
     assert "parity openvino_ir" in capsys.readouterr().out
     v1, v2 = out / "sign-recognizer" / "1", out / "sign-recognizer" / "2"
     meta = json.loads((v2 / "sltrain.json").read_text())
@@ -103,7 +103,7 @@ def test_fp16_export_through_the_cli(checkpoint: tuple[Path, InputSpec], exporte
     assert parity["backends"]["onnx"]["tolerance"] == 1e-4  # the ONNX file stays FP32
     assert (v2 / "model.bin").stat().st_size < 0.6 * (v1 / "model.bin").stat().st_size
     # an existing version is never replaced silently
-    assert main(["export", str(ckpt), "--out", str(out), "--version", "2"]) == 1
+    assert main(["export", str(ckpt), *params_flags(), "--out", str(out), "--version", "2"]) == 1
     assert "already exists" in capsys.readouterr().err
 
 

@@ -18,16 +18,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, default_params, shared_data_dir
+from conftest import REPO_ROOT, default_params, hand_crop_settings, params_flags, pose_settings, shared_data_dir
 from sldata.cli import main
 from sldata.frames import FrameStore
 from sldata.params import ParamsError, validate_params, validate_section
-from sldata.pose.extract import PoseSettings, extract_pose_shard
+from sldata.pose.extract import extract_pose_shard
 from sldata.pose.handcrop_stage import HandCropStageSettings, HandCropStore, hand_crops_shard
 from sldata.pose.handcrops import HandCropSettings, crop_hands, hand_crop_boxes
 from sldata.pose.skeleton import Skeleton
 from sldata.pose.store import read_pose_settings, read_pose_shard, write_pose_shard
-from sldata.section_args import add_section_arguments, section_flags, section_from_args
 
 N_CLIPS = 3
 FRAME_STEP = 2
@@ -57,7 +56,7 @@ def shard(tmp_path_factory: pytest.TempPathFactory) -> dict:
     clips.to_parquet(root / "clips" / "shard-000" / "clips.parquet", index=False)
     pose = root / "pose" / "shard-000.parquet"
     pose.parent.mkdir()
-    extract_pose_shard(clips, pose, PoseSettings(workers=1, frame_step=FRAME_STEP, checkpoint_every=100),
+    extract_pose_shard(clips, pose, pose_settings(workers=1, frame_step=FRAME_STEP, checkpoint_every=100),
                        progress=False)
     return {"root": root, "clips": clips, "pose": pose, "videos": videos}
 
@@ -95,19 +94,6 @@ def test_new_sections_validate_and_unknown_keys_are_named(section: str) -> None:
         validate_section(section, {**default_params()[section], "extra": 1})
 
 
-@pytest.mark.parametrize("section", ["frames", "hand_crops"])
-def test_section_flags_round_trip(section: str) -> None:
-    """The flags Snakemake renders (and DVC's ${section}) parse back into the very section."""
-    import argparse
-    import shlex
-
-    value = default_params()[section]
-    parser = argparse.ArgumentParser()
-    add_section_arguments(parser, section)
-    args = parser.parse_args(shlex.split(section_flags(value)))
-    assert section_from_args(args, section) == value
-
-
 def test_hand_crop_settings_from_the_section() -> None:
     section = default_params()["hand_crops"]
     settings = HandCropStageSettings.from_dict(section)
@@ -130,16 +116,16 @@ def test_snakemake_dry_run_knows_the_new_targets() -> None:
     shards = default_params()["shards"]["count"]
     for rule, jobs in (("frames", shards), ("hand_crops", shards), ("pose_summary", 1), ("frames_all", 1)):
         assert out.count(f"rule {rule}:") == jobs, rule
-    assert "python -m sldata frames --clips-dir data/clips --shard 000" in subprocess.run(
+    assert "--clips-dir data/clips --shard 000" in subprocess.run(
         [sys.executable, "-m", "snakemake", "-n", "-p", "--forceall", "frames_all"], cwd=REPO_ROOT,
         capture_output=True, text=True, timeout=300).stdout
 
 
-def test_dvc_stages_render_the_same_flags_as_snakemake() -> None:
+def test_dvc_stages_read_their_keys_from_params() -> None:
     stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
     for stage, section in (("frames", "frames"), ("hand_crops", "hand_crops")):
-        assert stages[stage]["cmd"].rstrip().endswith(f"${{{section}}}")
-        assert section in stages[stage]["params"]
+        assert "--params params.yaml" in stages[stage]["cmd"]
+        assert f"{section}.size" in stages[stage]["params"] and f"{section}.workers" not in stages[stage]["params"]
     metrics = [m if isinstance(m, str) else next(iter(m)) for m in stages["pose_summary"]["metrics"]]
     assert "${data_dir}/pose_summary/summary.json" in metrics
 
@@ -149,9 +135,8 @@ def test_dvc_stages_render_the_same_flags_as_snakemake() -> None:
 
 def test_frames_cli_takes_usable_rows(shard: dict, tmp_path: Path) -> None:
     out = tmp_path / "frames"
-    flags = section_flags({**default_params()["frames"], "size": 32})
-    assert main(["frames", "--clips-dir", str(shard["root"] / "clips"), "--shard", "all", "--shards", "1",
-                 "--out-dir", str(out), "--no-progress", *flags.split()]) == 0
+    assert main(["frames", *params_flags("frames.size=32", "shards.count=1"), "--clips-dir",
+                 str(shard["root"] / "clips"), "--shard", "all", "--out-dir", str(out), "--no-progress"]) == 0
     store = FrameStore(out / "shard-000")
     index = store.index.set_index("sample_id")
     assert index.loc["wlasl-gone", "status"] == "skipped"
@@ -165,7 +150,7 @@ def test_frames_cli_takes_usable_rows(shard: dict, tmp_path: Path) -> None:
 
 
 def test_hand_crops_align_with_the_keypoint_frames(shard: dict, tmp_path: Path) -> None:
-    settings = HandCropStageSettings(crops=HandCropSettings(size=48), workers=2)
+    settings = hand_crop_settings(size=48, workers=2)
     summary = hand_crops_shard(shard["clips"], shard["pose"], tmp_path / "npy", settings, progress=False)
     assert (summary["n_ok"], summary["n_failed"], summary["n_skipped"]) == (N_CLIPS, 0, 1)
     assert summary["frame_step"] == FRAME_STEP == read_pose_settings(shard["pose"])["frame_step"]
@@ -191,7 +176,7 @@ def test_hand_crops_align_with_the_keypoint_frames(shard: dict, tmp_path: Path) 
     npy_crops = {sid: np.array(store.clip(sid)) for sid in store.sample_ids}
 
     # JPEG storage: the same crops up to JPEG loss; switching storage removes the other file.
-    jpeg = HandCropStageSettings(crops=HandCropSettings(size=48), storage="jpeg_parquet", jpeg_quality=95)
+    jpeg = hand_crop_settings(size=48, storage="jpeg_parquet", jpeg_quality=95)
     hand_crops_shard(shard["clips"], shard["pose"], tmp_path / "npy", jpeg, progress=False)
     assert not (tmp_path / "npy" / "crops.npy").exists()
     jstore = HandCropStore(tmp_path / "npy")
@@ -205,16 +190,16 @@ def test_hand_crops_align_with_the_keypoint_frames(shard: dict, tmp_path: Path) 
 
 def test_hand_crops_cli_and_changed_clip(shard: dict, tmp_path: Path) -> None:
     out = tmp_path / "hand_crops"
-    flags = section_flags({**default_params()["hand_crops"], "size": 24})
-    assert main(["hand-crops", "--clips-dir", str(shard["root"] / "clips"), "--pose-dir", str(shard["root"] / "pose"),
-                 "--shard", "0", "--shards", "1", "--out-dir", str(out), "--no-progress", *flags.split()]) == 0
+    assert main(["hand-crops", *params_flags("hand_crops.size=24", "shards.count=1"), "--clips-dir",
+                 str(shard["root"] / "clips"), "--pose-dir", str(shard["root"] / "pose"), "--shard", "0",
+                 "--out-dir", str(out), "--no-progress"]) == 0
     store = HandCropStore(out / "shard-000")
     assert len(store) == N_CLIPS and store.clip(store.sample_ids[0]).shape[1:] == (2, 24, 24, 3)
 
     # A clip that no longer matches its keypoints (another clip in its place) fails alone, named.
     swapped = shard["clips"].copy()
     swapped.loc[0, "clip_path"] = str(shared_data_dir() / "autsl_sample" / "signer0_sample1000_color.mp4")
-    summary = hand_crops_shard(swapped, shard["pose"], tmp_path / "swapped", HandCropStageSettings(), progress=False)
+    summary = hand_crops_shard(swapped, shard["pose"], tmp_path / "swapped", hand_crop_settings(), progress=False)
     index = HandCropStore(tmp_path / "swapped").index.set_index("sample_id")
     assert summary["n_failed"] == 1 and "rerun" in index.loc[swapped.loc[0, "sample_id"], "reason"]
 
@@ -243,8 +228,8 @@ def test_pose_summary_cli_on_a_tiny_shard(tmp_path: Path) -> None:
     pd.DataFrame({"sample_id": ["a", "b", "c"], "split": ["train", "train", "val"]}).to_parquet(
         tmp_path / "clips" / "shard-000" / "clips.parquet", index=False)
     out = tmp_path / "pose_summary"
-    assert main(["pose-summary", "--pose-dir", str(tmp_path / "pose"), "--clips-dir", str(tmp_path / "clips"),
-                 "--shards", "1", "--out-dir", str(out)]) == 0
+    assert main(["pose-summary", *params_flags("shards.count=1"), "--pose-dir", str(tmp_path / "pose"),
+                 "--clips-dir", str(tmp_path / "clips"), "--out-dir", str(out)]) == 0
     metrics = json.loads((out / "summary.json").read_text())
     assert metrics["train"]["clips"] == 2 and metrics["train"]["clips_ok"] == 1 and metrics["train"]["clips_failed"] == 1
     assert metrics["val"]["clips_skipped"] == 1 and metrics["val"]["frames"] == 0 and metrics["val"]["body_rate"] is None
@@ -256,8 +241,8 @@ def test_pose_summary_cli_on_a_tiny_shard(tmp_path: Path) -> None:
     # A pose clip in no clip table is an error that names it.
     pd.DataFrame({"sample_id": ["a", "b"], "split": ["train", "train"]}).to_parquet(
         tmp_path / "clips" / "shard-000" / "clips.parquet", index=False)
-    assert main(["pose-summary", "--pose-dir", str(tmp_path / "pose"), "--clips-dir", str(tmp_path / "clips"),
-                 "--shards", "1", "--out-dir", str(out)]) == 2
+    assert main(["pose-summary", *params_flags("shards.count=1"), "--pose-dir", str(tmp_path / "pose"),
+                 "--clips-dir", str(tmp_path / "clips"), "--out-dir", str(out)]) == 2
 
 
 # --------------------------------------------------------------------------- render-pose

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import default_params, frame_settings
 from sldata.acquire.trim import resample_indices
 from sldata.frames import (
     ClipDecodeError,
@@ -87,7 +88,7 @@ def shards(real_clips: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -
     out = {}
     for storage in ("npy", "jpeg_parquet"):
         folder = tmp_path_factory.mktemp(storage)
-        out[storage] = (folder, extract_frames_shard(real_clips, folder, FrameSettings(storage=storage), progress=False))
+        out[storage] = (folder, extract_frames_shard(real_clips, folder, frame_settings(storage=storage), progress=False))
     return out
 
 
@@ -95,14 +96,17 @@ def shards(real_clips: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_settings_from_dict_and_validation() -> None:
-    s = FrameSettings.from_dict({"target_fps": 12.5, "size": 96, "storage": "jpeg_parquet", "jpeg_quality": 80})
+    base = {k: v for k, v in default_params()["frames"].items() if k != "workers"}
+    s = FrameSettings.from_dict({**base, "target_fps": 12.5, "size": 96, "storage": "jpeg_parquet", "jpeg_quality": 80})
     assert (s.target_fps, s.size, s.storage, s.jpeg_quality) == (12.5, 96, "jpeg_parquet", 80)
     with pytest.raises(ValueError, match="unknown frames setting"):
-        FrameSettings.from_dict({"sizes": 3})
+        FrameSettings.from_dict({**base, "sizes": 3})
+    with pytest.raises(ValueError, match="missing frames setting.*: resize"):  # no defaults of its own
+        FrameSettings.from_dict({k: v for k, v in base.items() if k != "resize"})
     for bad in ({"target_fps": 0}, {"target_fps": float("nan")}, {"target_fps": True}, {"target_fps": "25"}, {"size": 0}, {"size": 1.5},
                 {"storage": "png"}, {"jpeg_quality": 101}, {"resize": "pil"}):
         with pytest.raises(ValueError):
-            FrameSettings.from_dict(bad)
+            FrameSettings.from_dict({**base, **bad})
 
 
 # --------------------------------------------------------------------------- real clips
@@ -111,10 +115,10 @@ def test_settings_from_dict_and_validation() -> None:
 def test_real_clip_counts_all_frames_and_half_rate(real_clips: pd.DataFrame) -> None:
     for path in real_clips["clip_path"]:
         times, last_duration = decoded_times(Path(path))
-        full = decode_clip(path, FrameSettings())
+        full = decode_clip(path, frame_settings())
         assert full.frames.shape == (len(times), 112, 112, 3) and full.frames.dtype == np.uint8
         assert full.fps == 25.0 and full.n_decoded == len(times) and full.n_undecodable == 0
-        half = decode_clip(path, FrameSettings(target_fps=12.5))
+        half = decode_clip(path, frame_settings(target_fps=12.5))
         expected = resample_indices(times, 12.5, times[-1] + last_duration)
         assert len(half.frames) == len(expected) == math.ceil(len(times) / 2), path
         assert list(expected) == list(range(0, len(times), 2))
@@ -135,11 +139,11 @@ def test_shard_index_and_npy_reader(shards: dict, real_clips: pd.DataFrame) -> N
     store = FrameStore(folder)
     assert len(store) == N_REAL and store.storage == "npy"
     for sample_id, path in zip(real_clips["sample_id"], real_clips["clip_path"]):
-        np.testing.assert_array_equal(store.clip(sample_id), decode_clip(path).frames)  # npy is exact
+        np.testing.assert_array_equal(store.clip(sample_id), decode_clip(path, frame_settings()).frames)  # npy is exact
     with pytest.raises(KeyError, match="nope"):
         store.clip("nope")
     assert not list(folder.glob("*.tmp"))  # no temporary file left behind
-    serial = extract_frames_shard(real_clips, folder / "serial", FrameSettings(), progress=False, workers=1)
+    serial = extract_frames_shard(real_clips, folder / "serial", frame_settings(), progress=False, workers=1)
     np.testing.assert_array_equal(np.load(serial["frames_path"]), frames)  # threads change nothing
 
 
@@ -161,19 +165,19 @@ def test_jpeg_parquet_agrees_with_npy(shards: dict) -> None:
 
 def test_frame_order_and_sampling_pick_the_right_frames(tmp_path: Path) -> None:
     video = make_video(tmp_path / "cfr.mp4", LEVELS)  # 30 frames at 30 fps, frame i at i/30 s
-    assert frame_ids(decode_clip(video, FrameSettings(size=16)).frames) == list(range(30))
+    assert frame_ids(decode_clip(video, frame_settings(size=16)).frames) == list(range(30))
     # 12 fps grid j/12 s: nearest of i/30 is 2.5 j, ties (half frames) go to the earlier frame.
-    assert frame_ids(decode_clip(video, FrameSettings(size=16, target_fps=12)).frames) == \
+    assert frame_ids(decode_clip(video, frame_settings(size=16, target_fps=12)).frames) == \
         [0, 2, 5, 7, 10, 12, 15, 17, 20, 22, 25, 27]
-    assert frame_ids(decode_clip(video, FrameSettings(size=16, target_fps=10)).frames) == list(range(0, 30, 3))
+    assert frame_ids(decode_clip(video, frame_settings(size=16, target_fps=10)).frames) == list(range(0, 30, 3))
     # Upsampling repeats frames: grid j/60 s, frame j/2 (ties to the earlier one).
-    assert frame_ids(decode_clip(video, FrameSettings(size=16, target_fps=60)).frames) == \
+    assert frame_ids(decode_clip(video, frame_settings(size=16, target_fps=60)).frames) == \
         [j // 2 for j in range(60)]
 
 
 def test_variable_frame_rate_uses_timestamps(tmp_path: Path) -> None:
     video = make_video(tmp_path / "vfr.mp4", LEVELS[:7], times_ms=[0, 40, 50, 130, 200, 210, 300])
-    clip = decode_clip(video, FrameSettings(size=16, target_fps=10))
+    clip = decode_clip(video, frame_settings(size=16, target_fps=10))
     assert clip.times == pytest.approx([0, 0.04, 0.05, 0.13, 0.2, 0.21, 0.3])
     # grid 0, .1, .2, .3 s -> frames at 0 (0), .13 (3; .05 is farther), .2 (4), .3 (6)
     assert frame_ids(clip.frames)[:4] == [0, 3, 4, 6]
@@ -182,7 +186,7 @@ def test_variable_frame_rate_uses_timestamps(tmp_path: Path) -> None:
 def test_non_square_is_letterboxed(tmp_path: Path) -> None:
     video = make_video(tmp_path / "wide.mp4", [200] * 3, size=(64, 32))
     for resize in ("swscale", "opencv"):
-        frames = decode_clip(video, FrameSettings(size=16, resize=resize)).frames
+        frames = decode_clip(video, frame_settings(size=16, resize=resize)).frames
         assert frames.shape == (3, 16, 16, 3)
         assert frames[:, :4].max() == 0 and frames[:, 12:].max() == 0  # black bars top and bottom
         assert abs(int(frames[:, 4:12].mean()) - 200) <= 3
@@ -193,8 +197,8 @@ def test_non_square_is_letterboxed(tmp_path: Path) -> None:
 
 def test_resizers_agree(real_clips: pd.DataFrame) -> None:
     path = real_clips["clip_path"].iloc[0]
-    a = decode_clip(path, FrameSettings(resize="swscale")).frames
-    b = decode_clip(path, FrameSettings(resize="opencv")).frames
+    a = decode_clip(path, frame_settings(resize="swscale")).frames
+    b = decode_clip(path, frame_settings(resize="opencv")).frames
     assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() < 2.0
 
 
@@ -220,7 +224,7 @@ def test_bad_clips_fail_alone_and_bad_packets_are_skipped(tmp_path: Path, real_c
         "status": ["ok", "ok", "usable", "usable", "failed"]})], ignore_index=True)
     for storage in ("npy", "jpeg_parquet"):
         out = tmp_path / storage
-        summary = extract_frames_shard(clips, out, FrameSettings(size=16, storage=storage), progress=False)
+        summary = extract_frames_shard(clips, out, frame_settings(size=16, storage=storage), progress=False)
         assert (summary["n_ok"], summary["n_failed"], summary["n_skipped"]) == (2, 3, 1)
         index = pq.read_table(out / "index.parquet").to_pandas().set_index("sample_id")
         for sample_id, path in (("garbage", garbage), ("missing", tmp_path / "nope.mp4"), ("empty", empty)):
@@ -234,15 +238,16 @@ def test_bad_clips_fail_alone_and_bad_packets_are_skipped(tmp_path: Path, real_c
         assert len(store) == 2 and "garbage" not in store
         assert frame_ids(store.clip("damaged"))[:5] == [0, 1, 2, 3, 4]
     with pytest.raises(ClipDecodeError, match="garbage.mp4"):
-        decode_clip(garbage)
+        decode_clip(garbage, frame_settings())
 
 
 def test_duplicate_ids_and_missing_columns_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="duplicate sample_id"):
         extract_frames_shard(pd.DataFrame({"sample_id": ["a", "a"], "clip_path": ["x", "y"], "status": "ok"}),
-                             tmp_path, progress=False)
+                             tmp_path, frame_settings(), progress=False)
     with pytest.raises(KeyError, match="status"):
-        extract_frames_shard(pd.DataFrame({"sample_id": ["a"], "clip_path": ["x"]}), tmp_path, progress=False)
+        extract_frames_shard(pd.DataFrame({"sample_id": ["a"], "clip_path": ["x"]}), tmp_path, frame_settings(),
+                             progress=False)
 
 
 def test_npy_appender_fixes_the_header_at_close(tmp_path: Path) -> None:
@@ -263,9 +268,9 @@ def test_npy_appender_fixes_the_header_at_close(tmp_path: Path) -> None:
 
 def test_empty_input_and_storage_switch(tmp_path: Path) -> None:
     empty = pd.DataFrame({"sample_id": [], "clip_path": [], "status": []})
-    summary = extract_frames_shard(empty, tmp_path, FrameSettings(storage="npy"), progress=False)
+    summary = extract_frames_shard(empty, tmp_path, frame_settings(storage="npy"), progress=False)
     assert summary["n_frames"] == 0 and len(FrameStore(tmp_path)) == 0
-    extract_frames_shard(empty, tmp_path, FrameSettings(storage="jpeg_parquet"), progress=False)
+    extract_frames_shard(empty, tmp_path, frame_settings(storage="jpeg_parquet"), progress=False)
     assert not (tmp_path / "frames.npy").exists()  # the other storage's file is removed
     assert FrameStore(tmp_path).storage == "jpeg_parquet"
     with pytest.raises(FileNotFoundError, match="index.parquet"):

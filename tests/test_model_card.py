@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from conftest import params_flags
 from sltrain.cli import main
 from sltrain.export import export_model, write_untrained_checkpoint
 from sltrain.model_card import CARD_FILE, model_card
@@ -23,7 +24,7 @@ def test_export_writes_the_card_with_coverage(tmp_path: Path) -> None:
     write_untrained_checkpoint(tmp_path / "model.pt", CLASSES,
                                model_config={"d_model": 16, "num_layers": 1, "num_heads": 2}, num_frames=16)
     (tmp_path / "eval.json").write_text(json.dumps(EVALUATION))
-    assert main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "repo"),
+    assert main(["export", str(tmp_path / "model.pt"), *params_flags(), "--out", str(tmp_path / "repo"),
                  "--eval-metrics", str(tmp_path / "eval.json")]) == 0
     folder = tmp_path / "repo" / "sign-recognizer" / "1"
     card = (folder / CARD_FILE).read_text()

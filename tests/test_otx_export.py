@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sldata.frames import FrameSettings, FrameStore, extract_frames_shard
+from sldata.frames import FrameStore, extract_frames_shard
 from sldata.otx_export import OtxRecord, check_safe_id, export_otx, parse_otx_line, sign_range
+from conftest import frame_settings
 
 N_REAL = 3
 
@@ -25,7 +26,7 @@ def clips(shared: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def store(clips: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> FrameStore:
     folder = tmp_path_factory.mktemp("shard")
-    extract_frames_shard(clips, folder, FrameSettings(target_fps=12.5), progress=False)
+    extract_frames_shard(clips, folder, frame_settings(target_fps=12.5), progress=False)
     return FrameStore(folder)
 
 
@@ -63,7 +64,7 @@ def test_export_from_clips_with_sign_range_and_rerun(clips: pd.DataFrame, tmp_pa
     bad = pd.DataFrame({"sample_id": ["broken"], "clip_path": [str(tmp_path / "nope.mp4")], "status": ["ok"]})
     samples = pd.concat([samples, pd.DataFrame({"sample_id": ["broken"], "label": [2], "split": ["train"]})],
                         ignore_index=True)
-    settings = FrameSettings(size=64)
+    settings = frame_settings(size=64)
     for _ in range(2):  # a second export replaces the first cleanly
         report = export_otx(pd.concat([clips, bad]), samples, tmp_path, settings=settings, progress=False)
     assert list(report["status"]) == ["written", "failed"] and "nope.mp4" in report["reason"].iloc[1]

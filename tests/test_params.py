@@ -40,7 +40,8 @@ def mutate(path: str, value: object) -> dict:
         ("subset.dataset", "autsl", r"subset.dataset: 'autsl' is not one of"),
         ("sources.wlasl.annotation.sha256", "xyz", r"sources.wlasl.annotation.sha256: 'xyz' does not match"),
         ("sources.wlasl.annotation.url", "ftp://x/y.json", r"sources.wlasl.annotation.url"),
-        ("sources.msasl.splits", "train,dev", r"sources.msasl.splits"),
+        ("sources.msasl.splits", ["train", "dev"], r"sources.msasl.splits.1: 'dev' is not one of"),
+        ("sources.msasl.splits", "train,val", r"sources.msasl.splits: 'train,val' is not of type 'array'"),
         ("sources.wlasl.enabled", "yes", r"sources.wlasl.enabled: 'yes' is not of type 'boolean'"),
         ("subset.resplit", KeyError, r"subset: 'resplit' is a required property"),
         ("subset.resplit.fractions.train", 0.9, r"subset.resplit.fractions: must add up to 1, got 1.2"),
@@ -59,7 +60,7 @@ def test_section_validation_used_by_the_cli() -> None:
     with pytest.raises(ParamsError, match=r"command line: subset.k: -3 is less than the minimum"):
         validate_section("subset", {**section, "k": -3})
     with pytest.raises(ParamsError, match="listed twice"):
-        validate_section("subset", {**section, "classes": "book,book"})
+        validate_section("subset", {**section, "classes": ["book", "book"]})
 
 
 def test_check_params_cli_exits_2_with_the_key(tmp_path: Path) -> None:

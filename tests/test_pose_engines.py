@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 
 from sldata.pose.estimator import HolisticEstimator, make_estimator
-from sldata.pose.extract import ClipReader, PoseSettings
+from sldata.pose.extract import ClipReader
 from sldata.pose.openvino_holistic import (OpenVinoHolisticEstimator, Rect, hand_rect_from_landmarks,
                                            normalize_radians, ssd_anchors, transform_rect)
 from sldata.pose.parity import compare
 from sldata.pose.skeleton import present
+from conftest import pose_settings
 
 CLIPS = ("00618", "22119", "56838")  # 12, 26 and 41 keypoint frames at frame_step 2
 
@@ -77,17 +78,17 @@ def test_session_equals_estimate(frames, keypoints) -> None:
 
 
 def test_settings_select_the_engine() -> None:
-    assert PoseSettings().estimator == "mediapipe"
-    assert "estimator" not in PoseSettings().output_dict()  # default shards keep their metadata
-    ov = PoseSettings(estimator="openvino", face="none")
+    assert pose_settings(frame_step=1).estimator == "mediapipe"
+    assert "estimator" not in pose_settings(frame_step=1).output_dict()  # default shards keep their metadata
+    ov = pose_settings(estimator="openvino", face="none", frame_step=1)
     assert ov.output_dict()["estimator"] == "openvino"
     sk = ov.skeleton()
-    assert sk.estimator == "openvino-holistic" and sk.point_names == PoseSettings(face="none").skeleton().point_names
+    assert sk.estimator == "openvino-holistic" and sk.point_names == pose_settings(face="none", frame_step=1).skeleton().point_names
     est = ov.make_estimator()
     assert isinstance(est, OpenVinoHolisticEstimator) and est.skeleton == sk
     assert "face_detection" not in est.models.requests  # face: none skips the face models
     with pytest.raises(ValueError, match="estimator must be one of"):
-        PoseSettings(estimator="tflite")
+        pose_settings(estimator="tflite", frame_step=1)
     with pytest.raises(ValueError, match="takes no options"):
         make_estimator("mediapipe", threads=1)
 

@@ -22,7 +22,7 @@ from sldata.pose.estimator import HolisticEstimator, PoseEstimator
 from sldata.pose.extract import ClipReader, PoseSettings, extract_pose_shard, parts_dir, process_clip
 from sldata.pose.skeleton import present
 from sldata.pose.store import read_pose_shard
-from conftest import REPO_ROOT, shared_data_dir
+from conftest import REPO_ROOT, params_section, pose_settings, shared_data_dir
 
 # Three of the shortest WLASL100 clips (12, 13 and 18 frames); 22956 never shows the left hand.
 REAL = ("05736", "32162", "22956")
@@ -50,7 +50,7 @@ def clip_table(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.Dat
 def reference(clip_table: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """An uninterrupted in-process run over the whole table."""
     out = tmp_path_factory.mktemp("pose_ref") / "shard.parquet"
-    summary = extract_pose_shard(clip_table, out, PoseSettings(workers=1, checkpoint_every=100), progress=False)
+    summary = extract_pose_shard(clip_table, out, pose_settings(workers=1, checkpoint_every=100, frame_step=1), progress=False)
     return out, summary
 
 
@@ -134,7 +134,7 @@ class _Interrupt(BaseException):
 def test_resume_after_interruption(clip_table: pd.DataFrame, reference: tuple[Path, dict], tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "shard.parquet"
-    settings = PoseSettings(workers=1, checkpoint_every=1)
+    settings = pose_settings(workers=1, checkpoint_every=1, frame_step=1)
     real = extract_mod.process_clip
     calls: list[str] = []
 
@@ -164,10 +164,10 @@ def test_resume_after_interruption(clip_table: pd.DataFrame, reference: tuple[Pa
 
 
 KILL_SCRIPT = """
-import sys, pandas as pd
+import json, sys, pandas as pd
 from sldata.pose.extract import PoseSettings, extract_pose_shard
 clips = pd.read_json(sys.argv[1], orient="records", dtype=False)
-extract_pose_shard(clips, sys.argv[2], PoseSettings(workers=1, checkpoint_every=1), progress=False)
+extract_pose_shard(clips, sys.argv[2], PoseSettings.from_dict(json.loads(sys.argv[3])), progress=False)
 """
 
 
@@ -175,7 +175,8 @@ def test_kill_9_then_resume(clip_table: pd.DataFrame, reference: tuple[Path, dic
     out = tmp_path / "shard.parquet"
     table = tmp_path / "clips.json"
     clip_table.to_json(table, orient="records")
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(table), str(out)], cwd=REPO_ROOT,
+    settings = json.dumps(params_section("pose", workers=1, checkpoint_every=1, frame_step=1))
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(table), str(out), settings], cwd=REPO_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_part = parts_dir(out) / "part-00000.parquet"
     try:
@@ -189,7 +190,7 @@ def test_kill_9_then_resume(clip_table: pd.DataFrame, reference: tuple[Path, dic
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
-    summary = extract_pose_shard(clip_table, out, PoseSettings(workers=1, checkpoint_every=1), progress=False)
+    summary = extract_pose_shard(clip_table, out, pose_settings(workers=1, checkpoint_every=1, frame_step=1), progress=False)
     assert 1 <= summary["resumed"] < 6 and summary["resumed"] + summary["processed"] == 6
     assert out.read_bytes() == reference[0].read_bytes()
     assert not list(tmp_path.rglob("*.tmp"))
@@ -198,7 +199,7 @@ def test_kill_9_then_resume(clip_table: pd.DataFrame, reference: tuple[Path, dic
 def test_two_worker_processes_match_in_process(clip_table: pd.DataFrame, reference: tuple[Path, dict],
                                                tmp_path: Path) -> None:
     out = tmp_path / "shard.parquet"
-    summary = extract_pose_shard(clip_table, out, PoseSettings(workers=2, checkpoint_every=2), progress=False)
+    summary = extract_pose_shard(clip_table, out, pose_settings(workers=2, checkpoint_every=2, frame_step=1), progress=False)
     assert summary["processed"] == 6
     assert out.read_bytes() == reference[0].read_bytes()
 
@@ -231,29 +232,32 @@ def test_full_face_on_a_real_signer(shared: Path) -> None:
 
 
 def test_settings_validation() -> None:
-    assert PoseSettings.from_dict({"face": "full", "workers": 1}).face == "full"
+    assert PoseSettings.from_dict({**params_section("pose"), "face": "full", "workers": 1}).face == "full"
+    with pytest.raises(ValueError, match="missing pose setting.*: frame_step"):  # no defaults of its own
+        PoseSettings.from_dict({k: v for k, v in params_section("pose").items() if k != "frame_step"})
     for complexity in (0, 2):
         with pytest.raises(ValueError, match="model_complexity must be 1.*offline"):
-            PoseSettings(model_complexity=complexity)
+            pose_settings(model_complexity=complexity, frame_step=1)
         with pytest.raises(ValueError, match="model_complexity must be 1"):
             HolisticEstimator(model_complexity=complexity)
     with pytest.raises(ValueError, match="unknown pose setting\\(s\\): frames"):
         PoseSettings.from_dict({"frames": 3})
     with pytest.raises(ValueError, match="face must be one of"):
-        PoseSettings(face="mesh")
+        pose_settings(face="mesh", frame_step=1)
     with pytest.raises(ValueError, match="workers must be an integer >= 1"):
-        PoseSettings(workers=0)
+        pose_settings(workers=0, frame_step=1)
     with pytest.raises(ValueError, match="min_tracking_confidence must be a number in \\[0, 1\\]"):
-        PoseSettings(min_tracking_confidence=1.5)
-    assert PoseSettings(workers=4, checkpoint_every=3).output_dict() == PoseSettings().output_dict()
+        pose_settings(min_tracking_confidence=1.5, frame_step=1)
+    assert pose_settings(workers=4, checkpoint_every=3, frame_step=1).output_dict() == pose_settings(frame_step=1).output_dict()
 
 
 def test_bad_clip_tables(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="clip_path"):
-        extract_pose_shard(pd.DataFrame({"sample_id": ["a"], "status": ["ok"]}), tmp_path / "x.parquet")
+        extract_pose_shard(pd.DataFrame({"sample_id": ["a"], "status": ["ok"]}), tmp_path / "x.parquet",
+                           pose_settings(frame_step=1))
     dup = pd.DataFrame({"sample_id": ["a", "a"], "clip_path": ["x", "y"], "status": ["ok", "ok"]})
     with pytest.raises(ValueError, match="duplicate sample_id 'a'"):
-        extract_pose_shard(dup, tmp_path / "x.parquet")
+        extract_pose_shard(dup, tmp_path / "x.parquet", pose_settings(frame_step=1))
 
 
 def test_stale_checkpoints_are_discarded(tmp_path: Path) -> None:
@@ -261,9 +265,9 @@ def test_stale_checkpoints_are_discarded(tmp_path: Path) -> None:
     from sldata.pose.store import ClipPose, write_pose_shard
 
     out = tmp_path / "shard.parquet"
-    settings = PoseSettings(workers=1)
+    settings = pose_settings(workers=1, frame_step=1)
     folder = parts_dir(out)
-    other = PoseSettings(face="none")
+    other = pose_settings(face="none", frame_step=1)
     write_pose_shard([ClipPose("b", "failed", "missing_clip", "old")], folder / "part-00000.parquet",
                      other.skeleton(), other.output_dict())
     write_pose_shard([ClipPose("gone", "failed", "missing_clip", "old")], folder / "part-00001.parquet",
@@ -285,9 +289,9 @@ def test_frame_step_keeps_every_other_frame_and_halves_the_rate(shared: Path) ->
     clip = shared / "wlasl100_clips" / "videos" / "05736.mp4"
     with av.open(str(clip)) as container:
         decoded = sum(1 for _ in container.decode(video=0))
-    settings = PoseSettings(workers=1, frame_step=2)
+    settings = pose_settings(workers=1, frame_step=2)
     rec = process_clip(settings.make_estimator(), "wlasl-05736", clip, frame_step=2)
     assert rec.status == "ok" and rec.num_frames == (decoded + 1) // 2
     assert rec.fps == pytest.approx(12.5) and rec.keypoints.shape[0] == rec.num_frames
     with pytest.raises(ValueError, match="frame_step"):
-        PoseSettings(frame_step=0)
+        pose_settings(frame_step=0)

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import pose_settings
 from sldata.pose.skeleton import Skeleton
 from sldata.pose.store import (KEYPOINT_COLUMNS, ClipPose, convert_pose_shard, load_packed, pack_pose_arrays,
                                read_pose_settings, read_pose_shard, read_skeleton, shard_storage, table_keypoints,
@@ -339,7 +340,6 @@ def test_pack_from_compact_and_mixed_shards(tmp_path: Path) -> None:
 
 def test_convert_pose_cli_and_settings(tmp_path: Path) -> None:
     from sldata.cli import main
-    from sldata.pose.extract import PoseSettings
 
     src = tmp_path / "pose"
     src.mkdir()
@@ -351,6 +351,6 @@ def test_convert_pose_cli_and_settings(tmp_path: Path) -> None:
                  str(tmp_path / "one.parquet")]) == 0
     assert shard_storage(tmp_path / "one.parquet") == "float32"
 
-    assert PoseSettings(storage="compact").output_dict() == PoseSettings().output_dict()  # not keypoint metadata
+    assert pose_settings(storage="compact", frame_step=1).output_dict() == pose_settings(frame_step=1).output_dict()  # not keypoint metadata
     with pytest.raises(ValueError, match="keypoint storage"):
-        PoseSettings(storage="int8")
+        pose_settings(storage="int8", frame_step=1)

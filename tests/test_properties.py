@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from sldata.subsets import SubsetError, build_subset
 
-SUBSET = {"dataset": "wlasl", "k": 1, "classes": "", "resplit": {"enabled": False, "seed": 0,
+SUBSET = {"dataset": "wlasl", "k": 1, "classes": [], "resplit": {"enabled": False, "seed": 0,
                                                                   "fractions": {"train": 0.7, "val": 0.15, "test": 0.15}}}
 
 

@@ -22,7 +22,8 @@ from sltrain.inputs import (InputSpec, clip_features, dominant_hand_mirror, hand
                             temporal_indices)
 from sltrain.models.ensemble import EnsembleClassifier, fit_weights, mixture_log_probs
 from sltrain.models.factory import build_pose_model
-from sltrain.train import FeatureConfig, evaluate_rows, mix_inputs, top_k, train
+from sltrain.train import evaluate_rows, mix_inputs, top_k, train
+from conftest import feature_config
 from test_train import config, packed  # noqa: F401  (packed is a fixture)
 
 FEATURES = {"normalize": True, "velocity": True, "acceleration": False, "pose_flow": False, "fill_missing": True}
@@ -230,7 +231,7 @@ def test_ensemble_trains_reloads_and_exports_as_one_model(packed: tuple[Path, Pa
     cfg = config(model="pose_conformer", model_config=tiny, epochs=2, ensemble=members, ensemble_weights="val",
                  flip_tta=True, mixup_alpha=0.4, mixup_prob=0.5,
                  augment={**config().augment, "hand_drop_prob": 0.3, "hand_drop_max_fraction": 0.5})
-    features = FeatureConfig(num_frames=16, canonical_hand=True, interpolate_max_gap=3)
+    features = feature_config(num_frames=16, canonical_hand=True, interpolate_max_gap=3, hand_local=False)
     metrics = train(pack, labels, tmp_path / "out", tmp_path / "work", cfg, features, progress=False)
     assert metrics["model"] == "ensemble" and set(metrics["members"]) == set(members)
     assert abs(sum(metrics["weights"].values()) - 1) < 1e-6
@@ -272,12 +273,15 @@ sys.path.insert(0, {str(REPO_ROOT / "tests")!r})
 from pathlib import Path
 from test_train import config
 from sltrain.train import FORK_UNSAFE_MODULES, FeatureConfig, train
+features = FeatureConfig(points="upper_body_hands", num_frames=16, normalize=True, velocity=True, acceleration=False,
+                         pose_flow=False, fill_missing=True, hand_local=False, interpolate_max_gap=0,
+                         canonical_hand=True)
 for workers in (0, 1):
     cfg = config(model="pose_conformer", model_config={{"d_model": 16, "part_dim": 8, "blocks": "conv,attn",
                                                         "num_heads": 2}}, epochs=2, loader_workers=workers)
     out = Path({str(tmp_path)!r})
     train({str(pack)!r}, {str(labels)!r}, out / f"o{{workers}}", out / f"w{{workers}}", cfg,
-          FeatureConfig(num_frames=16, canonical_hand=True), progress=False)
+          features, progress=False)
 assert not [m for m in FORK_UNSAFE_MODULES if m in sys.modules]  # so the worker really forked
 """
     subprocess.run([sys.executable, "-c", script], check=True, cwd=REPO_ROOT, timeout=600)
@@ -291,7 +295,7 @@ assert not [m for m in FORK_UNSAFE_MODULES if m in sys.modules]  # so the worker
     cfg = config(model="pose_conformer", model_config={"d_model": 16, "part_dim": 8, "blocks": "conv,attn",
                                                         "num_heads": 2}, epochs=2, loader_workers=1)
     with caplog.at_level("WARNING", logger="sltrain.train"):
-        train(pack, labels, tmp_path / "here", tmp_path / "where", cfg, FeatureConfig(num_frames=16, canonical_hand=True),
+        train(pack, labels, tmp_path / "here", tmp_path / "where", cfg, feature_config(num_frames=16, canonical_hand=True, hand_local=False),
               progress=False)
     assert "loader workers off in this process: openvino" in caplog.text
     assert [",".join(x.split(",")[:-1]) for x in (tmp_path / "here" / "history.csv").read_text().splitlines()] == strip[1]
@@ -304,7 +308,7 @@ def test_final_fit_retrains_on_train_and_val_and_says_so(packed: tuple[Path, Pat
     pack, labels = packed
     tiny = {"d_model": 16, "part_dim": 8, "blocks": "conv,attn", "num_heads": 2}
     cfg = config(model="pose_conformer", model_config=tiny, epochs=3, final_fit=True)
-    metrics = train(pack, labels, tmp_path / "out", tmp_path / "work", cfg, FeatureConfig(num_frames=16), progress=False)
+    metrics = train(pack, labels, tmp_path / "out", tmp_path / "work", cfg, feature_config(num_frames=16, hand_local=False, canonical_hand=False), progress=False)
     selected = load_checkpoint(tmp_path / "work" / "best.pt")
     final = load_checkpoint(tmp_path / "out" / "model.pt")
     assert selected["trained_on"] == ["train"] and final["trained_on"] == ["train", "val"]
@@ -325,7 +329,7 @@ def test_ensemble_final_fit_mixes_the_retrained_members(packed: tuple[Path, Path
     members = {name: {"model": "pose_conformer", "seed": i, "flip_prob": 0.0, "model_config": tiny}
                for i, name in enumerate(("a", "b"))}
     cfg = config(model="pose_conformer", model_config=tiny, epochs=2, ensemble=members, final_fit=True)
-    metrics = train(pack, labels, tmp_path / "out", tmp_path / "work", cfg, FeatureConfig(num_frames=16),
+    metrics = train(pack, labels, tmp_path / "out", tmp_path / "work", cfg, feature_config(num_frames=16, hand_local=False, canonical_hand=False),
                     progress=False)
     ckpt = load_checkpoint(tmp_path / "out" / "model.pt")
     assert ckpt["trained_on"] == ["train", "val"] and set(metrics["final_fit"]["epochs"]) == {"a", "b"}

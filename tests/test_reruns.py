@@ -4,6 +4,8 @@ The first tests check the pose stage's reuse cache (``extract_pose_shard(cache_d
 on three short real clips. The pipeline tests (marked ``pipeline``) run Snakemake and DVC in a
 throw-away repository (one gloss, two shards):
 
+* changing ``models.vtn`` values and runtime knobs (``pose.workers``, ``train.threads``) reruns
+  nothing that ``all`` builds (Snakemake and DVC);
 * changing ``pose.min_detection_confidence`` plans and reruns pose, pack_pose, pose_summary, train,
   evaluate and export and leaves manifest, subset, acquire, coverage and the download cache alone
   (``snakemake -n`` jobs and reasons, ``--list-changes params``, ``dvc status``, file mtimes and
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shlex
 import shutil
 import sys
 from collections import Counter
@@ -29,16 +30,15 @@ import pytest
 import yaml
 
 import sldata.pose.extract as extract_mod
-from conftest import shared_data_dir
+from conftest import pose_settings, shared_data_dir
 from pipeline_repo import job_stats, make_pipeline_repo, run
-from sldata.pose.extract import CACHE_VERSIONS, PoseSettings, extract_pose_shard
-from sldata.section_args import section_flags
+from sldata.pose.extract import CACHE_VERSIONS, extract_pose_shard
 
 # --------------------------------------------------------------------------- the cache, in-process
 
 # Three of the shortest WLASL100 clips (12, 13 and 18 frames), as in test_pose_extract.py.
 SHORT = ("05736", "32162", "22956")
-SETTINGS = PoseSettings(workers=1, frame_step=2)
+SETTINGS = pose_settings(workers=1, frame_step=2)
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_changed_clips_and_settings_are_extracted_again(clip_dir: Path, tmp_path
     assert (summary["reused"], summary["processed"], extracted) == (1, 1, [f"wlasl-{ids[1]}"])
 
     # A keypoint setting changes the key: nothing is reused. Worker count is not such a setting.
-    other = PoseSettings(workers=1, frame_step=2, min_detection_confidence=0.6)
+    other = pose_settings(workers=1, frame_step=2, min_detection_confidence=0.6)
     summary = extract_pose_shard(clip_table(clip_dir, ids), out, other, progress=False, cache_dir=cache)
     assert (summary["reused"], summary["processed"]) == (0, 2)
     assert len(list(cache.iterdir())) == 2
@@ -114,7 +114,7 @@ def test_the_cache_keeps_the_latest_versions_per_shard(clip_dir: Path, tmp_path:
     cache = tmp_path / "cache"
     table = clip_table(clip_dir, SHORT[:1])
     for confidence in (0.5, 0.6, 0.7, 0.8):
-        settings = PoseSettings(workers=1, frame_step=2, min_detection_confidence=confidence)
+        settings = pose_settings(workers=1, frame_step=2, min_detection_confidence=confidence)
         extract_pose_shard(table, tmp_path / "pose" / "shard-000.parquet", settings, progress=False, cache_dir=cache)
     extract_pose_shard(table, tmp_path / "pose" / "shard-001.parquet", SETTINGS, progress=False, cache_dir=cache)
     names = Counter(p.name.split(".")[0] for p in cache.iterdir())
@@ -175,6 +175,31 @@ def repo(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
 
 
 @pytest.mark.pipeline
+def test_vtn_settings_and_runtime_knobs_rerun_nothing_of_the_pose_model(repo: Path) -> None:
+    """A `models.vtn` value is read by train_hands alone; worker and thread counts by no stage."""
+    def planned() -> str:
+        out = run([sys.executable, "-m", "snakemake", "-n", "all"], repo)
+        return "nothing" if "Nothing to be done" in out else str(sorted(job_stats(out).items()))
+
+    # (`dvc commit` in the fixture may rewrite data/train/model.pt, so evaluate may be planned already.)
+    before = planned()
+    params = (repo / "params.yaml").read_text()
+    set_param(repo, "models.vtn.d_model", 32)
+    set_param(repo, "models.vtn.num_layers", 3)
+    set_param(repo, "pose.workers", 1)
+    set_param(repo, "train.threads", 2)
+    set_param(repo, "frames.workers", 1)
+    try:
+        dry = run([sys.executable, "-m", "snakemake", "-n", "all"], repo)
+        assert "params have changed" not in dry.lower()
+        assert planned() == before
+        status = run([sys.executable, "-m", "dvc", "status", "--with-deps", "export", "pose_summary"], repo)
+        assert "up to date" in status, status  # (train_hands depends on models.vtn: tests/test_stages.py)
+    finally:
+        (repo / "params.yaml").write_text(params)
+
+
+@pytest.mark.pipeline
 def test_a_pose_setting_reruns_pose_and_later_stages_only(repo: Path) -> None:
     before_clips = snapshot(repo / "data" / "clips")
     before_sources = snapshot(repo / "data" / "cache" / "sources")
@@ -193,9 +218,9 @@ def test_a_pose_setting_reruns_pose_and_later_stages_only(repo: Path) -> None:
     assert reasons["pose"].startswith("Params have changed since last execution")
     assert all(r.startswith("Input files updated by another job") for k, r in reasons.items() if k != "pose")
     status = run([sys.executable, "-m", "dvc", "status", "--with-deps", "export", "pose_summary"], repo)
-    # dvc.yaml declares the whole `pose` section as params (and passes it in the command).
+    # dvc.yaml declares the pose keys the stage reads (sldata/stages.py), the changed one among them.
     assert re.findall(r"^(\w+):", status, flags=re.M) == ["pose"]
-    assert re.search(r"params\.yaml:\n\s+modified:\s+pose\n", status), status
+    assert re.search(r"params\.yaml:\n\s+modified:\s+pose\.min_detection_confidence\n", status), status
 
     out = run([sys.executable, "-m", "snakemake", "--cores", "2", "all"], repo)
     assert job_stats(out) == later
@@ -217,7 +242,7 @@ def test_added_videos_extract_only_the_new_clips(repo: Path, tmp_path: Path) -> 
     before_manifest = snapshot(repo / "data" / "manifest")
     # The one gloss of k=1 plus a small one: its videos land in both existing shards.
     assert '"book"' in (repo / "data" / "subset" / "label_map.json").read_text()
-    set_param(repo, "subset.classes", "book,how")
+    set_param(repo, "subset.classes", ["book", "how"])
 
     targets = [f"data/pose/shard-{s}.parquet" for s in SHARDS]
     dry = run([sys.executable, "-m", "snakemake", "-n", *targets], repo)
@@ -245,8 +270,6 @@ def test_added_videos_extract_only_the_new_clips(repo: Path, tmp_path: Path) -> 
 
     # Byte-identical to extracting the same clips from scratch (the smaller shard, to save time).
     shard = min(SHARDS, key=lambda s: len(usable_ids(repo, s)))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    run([sys.executable, "-m", "sldata", "pose", "--clips-dir", "data/clips", "--shard", str(int(shard)),
-         "--shards", "2", "--out-dir", str(tmp_path), "--no-progress", *shlex.split(section_flags(params["pose"]))],
-        repo)
+    run([sys.executable, "-m", "sldata", "pose", "--params", "params.yaml", "--clips-dir", "data/clips",
+         "--shard", str(int(shard)), "--out-dir", str(tmp_path), "--no-progress"], repo)
     assert (tmp_path / f"shard-{shard}.parquet").read_bytes() == (repo / "data" / "pose" / f"shard-{shard}.parquet").read_bytes()

@@ -26,7 +26,7 @@ def manifest_frame(rows: list[dict]) -> pd.DataFrame:
 
 def subset_params(dataset: str = "wlasl", k: int = 100, classes: str = "", resplit: bool = False, seed: int = 0) -> dict:
     return {
-        "dataset": dataset, "k": k, "classes": classes,
+        "dataset": dataset, "k": k, "classes": [c for c in classes.split(",") if c],
         "resplit": {"enabled": resplit, "seed": seed, "fractions": {"train": 0.7, "val": 0.15, "test": 0.15}},
     }
 

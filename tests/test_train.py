@@ -17,7 +17,8 @@ from sldata.pose.store import ClipPose, pack_pose_arrays, write_pose_shard
 from sltrain.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from sltrain.data import PoseClips
 from sltrain.inputs import clip_features, pad_batch, temporal_indices
-from sltrain.train import FeatureConfig, TrainConfig, lr_factor, train
+from sltrain.train import TrainConfig, lr_factor, train
+from conftest import feature_config
 
 TINY = {"d_model": 16, "num_layers": 1, "num_heads": 2, "dropout": 0.1, "pooling": "cls"}
 SPLITS = ["train"] * 8 + ["val"] * 3 + ["test"] * 3
@@ -62,12 +63,14 @@ def config(**overrides: object) -> TrainConfig:
                 augment={"flip_prob": 0.5, "rotation_prob": 0.5, "max_rotation_deg": 10.0, "shear_prob": 0.3,
                          "max_shear": 0.1, "scale_prob": 0.5, "scale_min": 0.9, "scale_max": 1.1,
                          "translate_prob": 0.3, "max_translate": 0.05, "speed_prob": 0.5, "speed_min": 0.8,
-                         "speed_max": 1.25, "frame_drop_rate": 0.0, "point_drop_rate": 0.05})
+                         "speed_max": 1.25, "frame_drop_rate": 0.0, "point_drop_rate": 0.05},
+                heads={"gloss": {"column": "label", "weight": 1.0}}, processes=1, loader_workers=0, mixup_alpha=0.0,
+                mixup_prob=0.0, ensemble={}, ensemble_weights="equal", flip_tta=False, final_fit=False)
     base.update(overrides)
     return TrainConfig(**base)
 
 
-FEATURES = FeatureConfig(num_frames=16)
+FEATURES = feature_config(num_frames=16, hand_local=False, canonical_hand=False)
 
 
 def history(out: Path) -> pd.DataFrame:
@@ -228,23 +231,16 @@ def test_heads_loss_weights_are_honoured(packed: tuple[Path, Path], tmp_path: Pa
     assert "val_signer_top1" in pd.read_csv(tmp_path / "o" / "history.csv").columns
 
 
-def test_train_sections_with_heads_round_trip_through_flags() -> None:
-    """The flags Snakemake renders (and DVC's ${train}) parse back into the section, heads included."""
-    import argparse
-    import shlex
+def test_train_config_from_params_with_a_head_added_by_set() -> None:
+    """``--set`` adds a map entry (a head) to the section the CLI builds its TrainConfig from."""
+    from conftest import REPO_ROOT
+    from sldata.params import load_params
 
-    from conftest import default_params
-    from sldata.section_args import add_section_arguments, parse_args_with_maps, section_flags, section_from_args
-
-    for name in ("train", "train_rgb", "train_hands", "models"):
-        value = default_params()[name]
-        if "heads" in value:
-            assert value["heads"] == {"gloss": {"column": "label", "weight": 1.0}}  # default: gloss only
-            value["heads"]["signer"] = {"column": "signer_id", "weight": 0.3}
-        parser = argparse.ArgumentParser()
-        add_section_arguments(parser, name)
-        args = parse_args_with_maps(parser, shlex.split(section_flags(value)))
-        assert section_from_args(args, name) == value
+    params = load_params(REPO_ROOT / "params.yaml", ["train.heads.signer={column: signer_id, weight: 0.3}"])
+    assert params["train"]["heads"] == {"gloss": {"column": "label", "weight": 1.0},
+                                        "signer": {"column": "signer_id", "weight": 0.3}}
+    cfg = TrainConfig.from_params(params["train"], params["models"])
+    assert cfg.heads["signer"] == {"column": "signer_id", "weight": 0.3} and cfg.epochs == params["train"]["epochs"]
 
 
 def test_resume_refuses_a_best_checkpoint_written_by_another_run(packed: tuple[Path, Path], tmp_path: Path) -> None:

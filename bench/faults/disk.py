@@ -170,8 +170,8 @@ def error_problems(stderr: str, target: str) -> list[str]:
 def _acquire_argv(store: Path) -> list[str]:
     section = merged(default_params()["acquire"], {"local_store.dir": str(store), "local_store.pretrimmed": True,
                                                    "network": False})
-    return [sys.executable, "-m", "sldata", "acquire", "--samples", "samples.parquet", "--shard", "0", "--shards",
-            "1", "--out-dir", "clips", "--cache-dir", "cache", "--no-progress", *flags(section)]
+    return [sys.executable, "-m", "sldata", "acquire", "--samples", "samples.parquet", "--shard", "0",
+            "--out-dir", "clips", "--cache-dir", "cache", "--no-progress", *flags(acquire=section)]
 
 
 def _write_acquire_samples(path: Path) -> None:
@@ -232,13 +232,10 @@ class CaseBuilder:
     # -- the cases -----------------------------------------------------------------------
     def manifest(self) -> tuple[Path, DiskCase]:
         base = self.base("manifest")
-        src = default_params()["sources"]["wlasl"]["annotation"]
-        argv = [sys.executable, "-m", "sldata", "manifest", "--out-dir", "manifest", "--raw-dir", "raw",
-                "--wlasl-enabled", "true", f"--wlasl-local-path={shared_data_dir() / 'wlasl' / 'asl100.json'}",
-                f"--wlasl-local-sha256={src['local_sha256']}", "--wlasl-url", src["url"], "--wlasl-size",
-                str(src["size"]), "--wlasl-sha256", src["sha256"], "--wlasl-timeout-s", "10",
-                "--msasl-enabled", "false", "--msasl-dir", "none", "--msasl-splits", "train,val,test",
-                "--msasl-max-time-frame-disagreement-s", "0.1", "--show-rejects", "0"]
+        argv = [sys.executable, "-m", "sldata", "manifest", *flags(), "--set", "sources.wlasl.enabled=true",
+                "--set", f"sources.wlasl.annotation.local_path={shared_data_dir() / 'wlasl' / 'asl100.json'}",
+                "--set", "sources.wlasl.annotation.timeout_s=10", "--set", "sources.msasl.enabled=false",
+                "--out-dir", "manifest", "--raw-dir", "raw", "--show-rejects", "0"]
         must_run(argv, base, self.log("manifest"))
         target = "manifest/manifest.parquet"
         return base, DiskCase("manifest parquet", target, argv, (0, _size(base, target)))
@@ -270,8 +267,8 @@ class CaseBuilder:
         base = self.base("pose_shard")
         write_clip_table(base / "clips/shard-000/clips.parquet", POSE_IDS)
         section = merged(default_params()["pose"], {"workers": 1, "checkpoint_every": 1, "frame_step": 2})
-        argv = [sys.executable, "-m", "sldata", "pose", "--clips-dir", "clips", "--shard", "0", "--shards", "1",
-                "--out-dir", "pose", "--no-progress", *flags(section)]
+        argv = [sys.executable, "-m", "sldata", "pose", "--clips-dir", "clips", "--shard", "0",
+                "--out-dir", "pose", "--no-progress", *flags(pose=section)]
         must_run(argv, base, self.log("pose_shard"))
         target = "pose/shard-000.parquet"
         return base, DiskCase("pose shard", target, argv, (_max_single_row_size(base / target), _size(base, target)),
@@ -281,8 +278,8 @@ class CaseBuilder:
         base = self.base("frames_shard")
         write_clip_table(base / "clips/shard-000/clips.parquet", FRAME_IDS)
         section = merged(default_params()["frames"], {"size": 64, "workers": 1, "storage": "npy"})
-        argv = [sys.executable, "-m", "sldata", "frames", "--clips-dir", "clips", "--shard", "0", "--shards", "1",
-                "--out-dir", "frames", "--no-progress", *flags(section)]
+        argv = [sys.executable, "-m", "sldata", "frames", "--clips-dir", "clips", "--shard", "0",
+                "--out-dir", "frames", "--no-progress", *flags(frames=section)]
         must_run(argv, base, self.log("frames_shard"))
         target = "frames/shard-000/frames.npy"
         return base, DiskCase("frames shard", target, argv,
@@ -297,7 +294,7 @@ class CaseBuilder:
     def packed_keypoints(self) -> tuple[Path, DiskCase]:
         packed, _ = self._train_inputs()
         base = self.base("packed_keypoints")
-        argv = [sys.executable, "-m", "sldata", "pack-pose", "--pose-dir", str(packed.parent), "--shards", "1",
+        argv = [sys.executable, "-m", "sldata", "pack-pose", "--pose-dir", str(packed.parent), *flags(),
                 "--samples", str(packed.parent / "samples.parquet"), "--out-dir", "packed"]
         must_run(argv, base, self.log("packed_keypoints"))
         target = "packed/keypoints.npy"
@@ -344,7 +341,8 @@ class CaseBuilder:
                       "split": ["train", "train", "train", "val", "val", "test"],
                       "status": ["usable", "usable", "failed", "usable", "failed", "usable"],
                       "reason": [None, None, "not_found", None, "not_in_local_store", None]}).to_parquet(clips)
-        argv = [sys.executable, "-m", "sldata", "coverage", "--clips", "clips.parquet", "--min-success-ratio", "0",
+        argv = [sys.executable, "-m", "sldata", "coverage", *flags(), "--set", "acquire.min_success_ratio=0",
+                "--clips", "clips.parquet",
                 "--metrics", "coverage/coverage.json", "--report", "coverage/coverage.txt"]
         must_run(argv, base, self.log("json_report"))
         target = "coverage/coverage.json"

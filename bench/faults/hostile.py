@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import http.client
 import inspect
 import io
@@ -368,22 +369,25 @@ def build_annotations(run: Path, server: FaultServer, rng: random.Random, sentin
 
 def manifest_argv(data: Path, wlasl: Path | str, msasl: Path | str, msasl_enabled: bool = True) -> list[str]:
     """``sldata manifest`` arguments reading the given files (WLASL sha256 unchecked)."""
-    ann = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["sources"]["wlasl"]["annotation"]
-    return ["manifest", "--out-dir", str(data / "manifest"), "--raw-dir", str(data / "raw"),
-            "--wlasl-enabled", "true", "--wlasl-local-path", str(wlasl), "--wlasl-local-sha256", "",
-            "--wlasl-url", ann["url"], "--wlasl-size", str(ann["size"]), "--wlasl-sha256", ann["sha256"],
-            "--wlasl-timeout-s", "1", "--msasl-enabled", "true" if msasl_enabled else "false", "--msasl-dir", str(msasl),
-            "--msasl-splits", "train", "--msasl-max-time-frame-disagreement-s", "0.1"]
+    sources = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["sources"]
+    sources["wlasl"]["enabled"] = True
+    sources["wlasl"]["annotation"].update(local_path=str(wlasl), local_sha256="", timeout_s=1)
+    sources["msasl"].update(enabled=msasl_enabled, dir=str(msasl), splits=["train"], max_time_frame_disagreement_s=0.1)
+    return ["manifest", "--params", str(REPO_ROOT / "params.yaml"), "--set", f"sources={json.dumps(sources)}",
+            "--out-dir", str(data / "manifest"), "--raw-dir", str(data / "raw")]
 
 
 def acquire_settings() -> Any:
     """Acquire settings of the hostile-input runs: network on (loopback only), no local store."""
-    from sldata.acquire.download import DownloadSettings
     from sldata.acquire.stage import AcquireSettings
 
-    return AcquireSettings(network=True, download=DownloadSettings(
-        workers=4, max_attempts=2, backoff_base_s=0.05, backoff_max_s=0.1, socket_timeout_s=2.0,
-        per_host_min_interval_s=0.0, checkpoint_interval_s=0.0, progress=False))
+    section = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["acquire"]
+    section.update(network=True, local_store={"dir": "", "pretrimmed": False})
+    section["download"].update(workers=4, max_attempts=2, backoff_base_s=0.05, backoff_max_s=0.1, socket_timeout_s=2.0,
+                               per_host_min_interval_s=0.0)
+    settings = AcquireSettings.from_dict(section)
+    # the ledger checkpoints every row here (the faults look at each one)
+    return dataclasses.replace(settings, download=dataclasses.replace(settings.download, checkpoint_interval_s=0.0))
 
 
 @dataclass
@@ -422,8 +426,8 @@ def run_annotations(run: Path, server: FaultServer, rng: random.Random) -> Annot
             rejects = pd.read_parquet(data / "manifest" / "rejects.parquet")
             rc, out, err = _run_cli(sldata_main, [
                 "subset", "--manifest", str(data / "manifest" / "manifest.parquet"), "--out-dir", str(data / "subset"),
-                "--dataset", "wlasl", "--k", "1", "--classes", ",".join(glosses), "--resplit", "false",
-                "--resplit-seed", "0", "--resplit-train", "0.7", "--resplit-val", "0.15", "--resplit-test", "0.15"])
+                *manifest_argv(data, wlasl, msasl)[1:5], "--set", "subset.dataset=wlasl", "--set", "subset.k=1",
+                "--set", f"subset.classes={json.dumps(list(glosses))}", "--set", "subset.resplit.enabled=false"])
             if rc != 0:
                 run_problems.append(f"sldata subset exited {rc}: {err.strip()[-400:]}")
             else:
@@ -659,9 +663,12 @@ def params_mutations(base: dict[str, Any], schema: Mapping[str, Any], rng: rando
         params = copy.deepcopy(base)
         _set(params, path, wrong_type_value(leaf, rng))
         out.append(("wrong type", ".".join(path), params))
-        path, leaf = rng.choice(ranged)
+        value = _MISSING
+        while value is _MISSING:  # a pattern leaf may draw only candidates its pattern accepts
+            path, leaf = rng.choice(ranged)
+            value = out_of_range_value(leaf, rng)
         params = copy.deepcopy(base)
-        _set(params, path, out_of_range_value(leaf, rng))
+        _set(params, path, value)
         out.append(("out-of-range value", ".".join(path), params))
     return out
 
@@ -768,11 +775,13 @@ def _refused_everywhere(ckpt: Path, root: Path, sentinel: Path | None = None) ->
     except Exception as exc:  # noqa: BLE001
         problems.append(f"load raised {type(exc).__name__} instead of CheckpointError: {exc}")
     rc, _, err = _run_cli(sltrain_main, ["evaluate", "--model", str(ckpt), "--packed", str(root / "nopack"),
-                                         "--samples", str(root / "nosamples.parquet"), "--splits", "val", "--seed", "0",
+                                         "--samples", str(root / "nosamples.parquet"), "--splits", "val",
+                                         "--params", str(REPO_ROOT / "params.yaml"),
                                          "--out-dir", str(root / "eval")])
     if rc != 2 or "refused" not in err or "Traceback" in err:
         problems.append(f"sltrain evaluate: exit {rc}: {err.strip()[-300:]}")
-    rc, _, err = _run_cli(sltrain_main, ["export", str(ckpt), "--out", str(root / "export")])
+    rc, _, err = _run_cli(sltrain_main, ["export", str(ckpt), "--params", str(REPO_ROOT / "params.yaml"),
+                                         "--out", str(root / "export")])
     if rc not in (1, 2) or "refused" not in err or "Traceback" in err:
         problems.append(f"sltrain export: exit {rc}: {err.strip()[-300:]}")
     for out in (root / "eval", root / "export"):

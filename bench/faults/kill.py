@@ -56,7 +56,6 @@ import hashlib
 import json
 import os
 import random
-import shlex
 import shutil
 import signal
 import subprocess
@@ -131,11 +130,12 @@ def merged(section: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str
     return out
 
 
-def flags(section: Mapping[str, Any]) -> list[str]:
-    """A params section as command-line flags, exactly as the Snakemake rules render it."""
-    from sldata.section_args import section_flags
-
-    return shlex.split(section_flags(section))
+def flags(**sections: Mapping[str, Any]) -> list[str]:
+    """``--params`` (the committed params.yaml) with ``sections`` replacing its sections (``--set``) and one shard."""
+    argv = ["--params", str(REPO_ROOT / "params.yaml"), "--set", "shards.count=1"]
+    for name, section in sections.items():
+        argv += ["--set", f"{name}={json.dumps(section)}"]  # JSON is YAML
+    return argv
 
 
 def child_env() -> dict[str, str]:
@@ -552,8 +552,8 @@ class AcquireStage(KillStage):
     def argv(self) -> list[str]:
         assert self.samples is not None
         return [sys.executable, "-m", "sldata", "acquire", "--samples", str(self.samples), "--shard", "0",
-                "--shards", "1", "--out-dir", "clips", "--cache-dir", "cache", "--no-progress",
-                *flags(self.acquire_section())]
+                "--out-dir", "clips", "--cache-dir", "cache", "--no-progress",
+                *flags(acquire=self.acquire_section())]
 
     LEDGERS = ("cache/shard-000/ledger.parquet", "clips/shard-000/ledger.parquet")
 
@@ -669,8 +669,8 @@ class FramesStage(KillStage):
 
     def argv(self) -> list[str]:
         section = merged(default_params()["frames"], {"size": 64, "workers": 1, "storage": "npy"})
-        return [sys.executable, "-m", "sldata", "frames", "--clips-dir", "clips", "--shard", "0", "--shards", "1",
-                "--out-dir", "frames", "--no-progress", *flags(section)]
+        return [sys.executable, "-m", "sldata", "frames", "--clips-dir", "clips", "--shard", "0",
+                "--out-dir", "frames", "--no-progress", *flags(frames=section)]
 
     def work_started(self, run_dir: Path) -> bool:
         return any((run_dir / "frames/shard-000").glob(".frames.npy.*.tmp"))
@@ -708,8 +708,8 @@ class PoseStage(KillStage):
 
     def argv(self) -> list[str]:
         section = merged(default_params()["pose"], {"workers": 1, "checkpoint_every": 1, "frame_step": 2})
-        return [sys.executable, "-m", "sldata", "pose", "--clips-dir", "clips", "--shard", "0", "--shards", "1",
-                "--out-dir", "pose", "--no-progress", *flags(section)]
+        return [sys.executable, "-m", "sldata", "pose", "--clips-dir", "clips", "--shard", "0",
+                "--out-dir", "pose", "--no-progress", *flags(pose=section)]
 
     def snapshot(self, run_dir: Path) -> Snapshot:
         shard = run_dir / "pose/shard-000.parquet"
@@ -793,10 +793,10 @@ def train_sections(epochs: int = TRAIN_EPOCHS, **train_overrides: Any) -> dict[s
 
 def train_argv(packed: Path, label_map: Path, sections: Mapping[str, Mapping[str, Any]],
                out_dir: str = "out", work_dir: str = "work") -> list[str]:
-    """``python -m sltrain train`` with every section spelled out as flags."""
+    """``python -m sltrain train`` with ``sections`` (features, train, models) over the committed params."""
     return [sys.executable, "-m", "sltrain", "train", "--packed", str(packed), "--label-map", str(label_map),
             "--out-dir", out_dir, "--work-dir", work_dir, "--no-progress",
-            *(f for name in ("features", "train", "models") for f in flags(sections[name]))]
+            *flags(**{name: sections[name] for name in ("features", "train", "models")})]
 
 
 class TrainingStage(KillStage):

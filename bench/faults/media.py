@@ -57,6 +57,16 @@ import pandas as pd
 from bench.faults.common import FaultOutcome
 from bench.faults.network import shared_data_dir
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def params_section(name: str, *drop: str) -> dict[str, Any]:
+    """Section ``name`` of the committed params.yaml (settings have no defaults of their own), less ``drop``."""
+    import yaml
+
+    section = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())[name]
+    return {k: v for k, v in section.items() if k not in drop}
+
 CATEGORY = "corrupt_media"
 
 GOOD_ID = "32146"
@@ -232,7 +242,7 @@ def _present(value: Any) -> bool:
 
 def check_acquire(ids: dict[str, str], good: str, root: Path) -> StageCheck:
     """Acquire the clips from a pretrimmed store holding the files (see the module docs)."""
-    from sldata.acquire.stage import AcquireSettings, LocalStoreSettings, acquire_shard
+    from sldata.acquire.stage import AcquireSettings, acquire_shard
 
     check = StageCheck("acquire")
     samples = pd.DataFrame([
@@ -240,7 +250,8 @@ def check_acquire(ids: dict[str, str], good: str, root: Path) -> StageCheck:
              signer_id=1, source_key=f"url-{i:016d}", url=f"https://example.org/{oid}.mp4", start_s=0.0, end_s=None)
         for i, oid in enumerate([*ids.values(), good])
     ])
-    settings = AcquireSettings(local_store=LocalStoreSettings(dir=str(root / "store"), pretrimmed=True), network=False)
+    settings = AcquireSettings.from_dict({**params_section("acquire"), "network": False,
+                                          "local_store": {"dir": str(root / "store"), "pretrimmed": True}})
     try:
         table = acquire_shard(samples, 0, 1, root / "acquire", root / "cache", settings, progress=False)
     except Exception as exc:
@@ -302,7 +313,7 @@ def check_frames(files: dict[str, Path], kinds: dict[str, str], good: str, root:
 
     check = StageCheck("frames")
     try:
-        extract_frames_shard(_direct_clips(files), root / "frames", FrameSettings(size=64), progress=False, workers=1)
+        extract_frames_shard(_direct_clips(files), root / "frames", FrameSettings.from_dict({**params_section("frames", "workers"), "size": 64}), progress=False, workers=1)
         index = pd.read_parquet(root / "frames" / "index.parquet")
     except Exception as exc:
         check.error = f"extract_frames_shard raised {type(exc).__name__}: {exc}"
@@ -317,7 +328,7 @@ def check_pose(files: dict[str, Path], kinds: dict[str, str], good: str, root: P
 
     check = StageCheck("pose")
     try:
-        extract_pose_shard(_direct_clips(files), root / "pose.parquet", PoseSettings(workers=1, frame_step=2),
+        extract_pose_shard(_direct_clips(files), root / "pose.parquet", PoseSettings.from_dict({**params_section("pose"), "workers": 1, "frame_step": 2}),
                            progress=False)
         clips, _, _ = read_pose_shard(root / "pose.parquet")
     except Exception as exc:
@@ -335,7 +346,7 @@ def check_hand_crops(files: dict[str, Path], kinds: dict[str, str], good: str, r
         check.error = "no pose shard to crop from"
         return check
     try:
-        hand_crops_shard(_direct_clips(files), root / "pose.parquet", root / "crops", HandCropStageSettings(workers=1),
+        hand_crops_shard(_direct_clips(files), root / "pose.parquet", root / "crops", HandCropStageSettings.from_dict({**params_section("hand_crops"), "workers": 1}),
                          progress=False)
         index = pd.read_parquet(root / "crops" / "index.parquet")
     except Exception as exc:

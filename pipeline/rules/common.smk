@@ -1,11 +1,20 @@
 # Shared helpers used by every *.smk file (params validation, paths, get_* input functions).
+#
+# How a value reaches a stage: the commands read their settings themselves, from the file given
+# as --params. Snakemake merges --configfile/--config over params.yaml in memory, so rules pass
+# PARAMS_FILE, a snapshot of that merged config (named by its hash, under .snakemake/params/).
+# What a stage *depends on* comes from the one stage table, sldata/stages.py: each rule's
+# `params:` holds stage_params(config, rule) (only the keys that stage reads, so Snakemake's
+# params trigger reruns exactly the stages whose values changed) and its `input:` holds
+# code_files(rule) (the library modules it imports). dvc.yaml lists the same keys and modules.
 
 import os
 
-from sldata.params import validate_params
-from sldata.section_args import section_flags
+from sldata.params import validate_params, write_snapshot
+from sldata.stages import code_files, stage_params
 
 validate_params(config, source="params.yaml (Snakemake config)")
+PARAMS_FILE = str(write_snapshot(config, os.path.join(".snakemake", "params")))
 
 DATA = config["data_dir"]
 LOGS = config["logs_dir"]

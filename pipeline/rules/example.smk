@@ -8,23 +8,24 @@ rule example_clip:
     input:
         clips=get_shard_files("clips", "clips.parquet"),
         pose=get_shard_paths("pose", ".parquet"),
+        code=code_files("example_clip"),
     output:
         clip=data_path("example", "clip.mp4"),
         overlay=report(data_path("example", "overlay.png"), caption="../report/overlay.rst", category="Pose"),
         info=data_path("example", "example.json"),
         text=data_path("example", "example.txt"),
     params:
+        **stage_params(config, "example_clip"),
         clips_dir=lambda wildcards, input: shard_root(input.clips[0]),
         pose_dir=lambda wildcards, input: shard_root(input.pose[0]),
         out_dir=lambda wildcards, output: os.path.dirname(output.clip),
-        shards=SHARDS,
     log:
         log_path("example_clip.log"),
     benchmark:
         benchmark_path("example_clip.tsv")
     shell:
-        "python -m sldata example-clip --clips-dir {params.clips_dir:q} --pose-dir {params.pose_dir:q}"
-        " --shards {params.shards} --out-dir {params.out_dir:q} > {log} 2>&1"
+        "python -m sldata example-clip --params {PARAMS_FILE:q} --clips-dir {params.clips_dir:q}"
+        " --pose-dir {params.pose_dir:q} --out-dir {params.out_dir:q} > {log} 2>&1"
 
 
 rule predict_example:
@@ -32,6 +33,7 @@ rule predict_example:
     input:
         model=data_path("export", "sign-recognizer"),
         clip=data_path("example", "clip.mp4"),
+        code=code_files("predict_example"),
     output:
         prediction=report(data_path("example", "prediction.txt"), caption="../report/prediction.rst",
                           category="Inference"),

@@ -15,22 +15,22 @@ rule frames:
         clips=data_path("clips", "shard-{shard}", "clips.parquet"),
         videos=data_path("clips", "shard-{shard}", "videos"),
         coverage=data_path("coverage", "coverage.json"),  # as pose: too few usable clips stop here
+        code=code_files("frames"),
     output:
         frames=data_path("frames", "shard-{shard}", FRAMES_FILE),
         index=data_path("frames", "shard-{shard}", "index.parquet"),
     params:
-        shards=SHARDS,
+        **stage_params(config, "frames"),
         clips_dir=lambda wildcards, input: shard_root(input.clips),
         out_dir=lambda wildcards, output: shard_root(output.index),
-        frames=section_flags(config["frames"]),
     threads: config["frames"]["workers"]
     log:
         log_path("frames/shard-{shard}.log"),
     benchmark:
         benchmark_path("frames/shard-{shard}.tsv")
     shell:
-        "python -m sldata frames --clips-dir {params.clips_dir:q} --shard {wildcards.shard} --shards {params.shards}"
-        " --out-dir {params.out_dir:q} --no-progress {params.frames} > {log} 2>&1"
+        "python -m sldata frames --params {PARAMS_FILE:q} --clips-dir {params.clips_dir:q} --shard {wildcards.shard}"
+        " --out-dir {params.out_dir:q} --no-progress > {log} 2>&1"
 
 
 rule frames_all:
@@ -45,25 +45,25 @@ rule hand_crops:
         clips=data_path("clips", "shard-{shard}", "clips.parquet"),
         videos=data_path("clips", "shard-{shard}", "videos"),
         pose=data_path("pose", "shard-{shard}.parquet"),
+        code=code_files("hand_crops"),
     output:
         crops=data_path("hand_crops", "shard-{shard}", HAND_CROPS_FILE),
         boxes=data_path("hand_crops", "shard-{shard}", "boxes.npy"),
         index=data_path("hand_crops", "shard-{shard}", "index.parquet"),
     params:
-        shards=SHARDS,
+        **stage_params(config, "hand_crops"),
         clips_dir=lambda wildcards, input: shard_root(input.clips),
         pose_dir=lambda wildcards, input: shard_root(input.pose),
         out_dir=lambda wildcards, output: shard_root(output.index),
-        hand_crops=section_flags(config["hand_crops"]),
     threads: config["hand_crops"]["workers"]
     log:
         log_path("hand_crops/shard-{shard}.log"),
     benchmark:
         benchmark_path("hand_crops/shard-{shard}.tsv")
     shell:
-        "python -m sldata hand-crops --clips-dir {params.clips_dir:q} --pose-dir {params.pose_dir:q}"
-        " --shard {wildcards.shard} --shards {params.shards} --out-dir {params.out_dir:q} --no-progress"
-        " {params.hand_crops} > {log} 2>&1"
+        "python -m sldata hand-crops --params {PARAMS_FILE:q} --clips-dir {params.clips_dir:q}"
+        " --pose-dir {params.pose_dir:q} --shard {wildcards.shard} --out-dir {params.out_dir:q} --no-progress"
+        " > {log} 2>&1"
 
 
 rule hand_crops_all:
@@ -77,19 +77,20 @@ rule pose_summary:
     input:
         pose=get_shard_paths("pose", ".parquet"),
         clips=get_shard_files("clips", "clips.parquet"),
+        code=code_files("pose_summary"),
     output:
         csv=data_path("pose_summary", "summary.csv"),
         metrics=data_path("pose_summary", "summary.json"),
         png=report(data_path("pose_summary", "summary.png"), caption="../report/pose_summary.rst", category="Pose"),
     params:
+        **stage_params(config, "pose_summary"),
         pose_dir=lambda wildcards, input: shard_root(input.pose[0]),
         clips_dir=lambda wildcards, input: shard_root(input.clips[0]),
         out_dir=lambda wildcards, output: os.path.dirname(output.csv),
-        shards=SHARDS,
     log:
         log_path("pose_summary.log"),
     benchmark:
         benchmark_path("pose_summary.tsv")
     shell:
-        "python -m sldata pose-summary --pose-dir {params.pose_dir:q} --clips-dir {params.clips_dir:q}"
-        " --shards {params.shards} --out-dir {params.out_dir:q} > {log} 2>&1"
+        "python -m sldata pose-summary --params {PARAMS_FILE:q} --pose-dir {params.pose_dir:q}"
+        " --clips-dir {params.clips_dir:q} --out-dir {params.out_dir:q} > {log} 2>&1"

@@ -9,22 +9,22 @@ rule pose:
         clips=data_path("clips", "shard-{shard}", "clips.parquet"),
         videos=data_path("clips", "shard-{shard}", "videos"),
         coverage=data_path("coverage", "coverage.json"),
+        code=code_files("pose"),
     output:
         pose=data_path("pose", "shard-{shard}.parquet"),
     params:
-        shards=SHARDS,
+        **stage_params(config, "pose"),
         clips_dir=lambda wildcards, input: os.path.dirname(os.path.dirname(input.clips)),
         out_dir=lambda wildcards, output: os.path.dirname(output.pose),
         cache_dir=data_path("cache", "pose"),
-        pose=section_flags(config["pose"]),
     threads: config["pose"]["workers"]
     log:
         log_path("pose/shard-{shard}.log"),
     benchmark:
         benchmark_path("pose/shard-{shard}.tsv")
     shell:
-        "python -m sldata pose --clips-dir {params.clips_dir:q} --shard {wildcards.shard} --shards {params.shards}"
-        " --out-dir {params.out_dir:q} --cache-dir {params.cache_dir:q} --no-progress {params.pose} > {log} 2>&1"
+        "python -m sldata pose --params {PARAMS_FILE:q} --clips-dir {params.clips_dir:q} --shard {wildcards.shard}"
+        " --out-dir {params.out_dir:q} --cache-dir {params.cache_dir:q} --no-progress > {log} 2>&1"
 
 
 rule pack_pose:
@@ -32,18 +32,19 @@ rule pack_pose:
     input:
         pose=get_shard_paths("pose", ".parquet"),
         samples=data_path("subset", "samples.parquet"),
+        code=code_files("pack_pose"),
     output:
         keypoints=data_path("features", "pose", "keypoints.npy"),
         index=data_path("features", "pose", "index.parquet"),
         skeleton=data_path("features", "pose", "skeleton.json"),
     params:
+        **stage_params(config, "pack_pose"),
         pose_dir=lambda wildcards, input: os.path.dirname(input.pose[0]),
         out_dir=lambda wildcards, output: os.path.dirname(output.keypoints),
-        shards=SHARDS,
     log:
         log_path("pack_pose.log"),
     benchmark:
         benchmark_path("pack_pose.tsv")
     shell:
-        "python -m sldata pack-pose --pose-dir {params.pose_dir:q} --shards {params.shards}"
+        "python -m sldata pack-pose --params {PARAMS_FILE:q} --pose-dir {params.pose_dir:q}"
         " --samples {input.samples:q} --out-dir {params.out_dir:q} > {log} 2>&1"

@@ -6,18 +6,17 @@ rule train:
         skeleton=data_path("features", "pose", "skeleton.json"),
         label_map=data_path("subset", "label_map.json"),
         samples=data_path("subset", "samples.parquet"),
+        code=code_files("train"),
     output:
         model=data_path("train", "model.pt"),
         metrics=data_path("train", "metrics.json"),
         history=data_path("train", "history.csv"),
         curves=report(data_path("train", "curves.png"), caption="../report/curves.rst", category="Training"),
     params:
+        **stage_params(config, "train"),
         packed=lambda wildcards, input: os.path.dirname(input.keypoints),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         work_dir=data_path("cache", "train"),
-        features=section_flags(config["features"]),
-        train=section_flags(config["train"]),
-        models=section_flags(config["models"]),
     threads: config["train"]["threads"] * config["train"]["processes"]
     resources:
         gpu=1 if config["train"]["device"].startswith("cuda") else 0,
@@ -26,9 +25,9 @@ rule train:
     benchmark:
         benchmark_path("train.tsv")
     shell:
-        "python -m sltrain train --packed {params.packed:q} --label-map {input.label_map:q}"
+        "python -m sltrain train --params {PARAMS_FILE:q} --packed {params.packed:q} --label-map {input.label_map:q}"
         " --samples {input.samples:q} --out-dir {params.out_dir:q} --work-dir {params.work_dir:q} --no-progress"
-        " {params.features} {params.train} {params.models} > {log} 2>&1"
+        " > {log} 2>&1"
 
 
 # The RGB and hand-crop models are not part of `all` (they need frames_all / hand_crops_all and
@@ -42,18 +41,17 @@ rule train_rgb:
         index=get_shard_files("frames", "index.parquet"),
         samples=data_path("subset", "samples.parquet"),
         label_map=data_path("subset", "label_map.json"),
+        code=code_files("train_rgb"),
     output:
         model=data_path("train_rgb", "model.pt"),
         metrics=data_path("train_rgb", "metrics.json"),
         history=data_path("train_rgb", "history.csv"),
         curves=data_path("train_rgb", "curves.png"),
     params:
+        **stage_params(config, "train_rgb"),
         frames_dir=lambda wildcards, input: shard_root(input.index[0]),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         work_dir=data_path("cache", "train_rgb"),
-        train_rgb=section_flags(config["train_rgb"]),
-        models=section_flags(config["models"]),
-        frames=section_flags(config["frames"]),
     threads: config["train_rgb"]["threads"]
     resources:
         gpu=1 if config["train_rgb"]["device"].startswith("cuda") else 0,
@@ -62,9 +60,9 @@ rule train_rgb:
     benchmark:
         benchmark_path("train_rgb.tsv")
     shell:
-        "python -m sltrain train-rgb --frames {params.frames_dir:q} --samples {input.samples:q}"
+        "python -m sltrain train-rgb --params {PARAMS_FILE:q} --frames {params.frames_dir:q} --samples {input.samples:q}"
         " --label-map {input.label_map:q} --out-dir {params.out_dir:q} --work-dir {params.work_dir:q} --no-progress"
-        " {params.train_rgb} {params.models} {params.frames} > {log} 2>&1"
+        " > {log} 2>&1"
 
 
 rule train_hands:
@@ -77,19 +75,18 @@ rule train_hands:
         skeleton=data_path("features", "pose", "skeleton.json"),
         samples=data_path("subset", "samples.parquet"),
         label_map=data_path("subset", "label_map.json"),
+        code=code_files("train_hands"),
     output:
         model=data_path("train_hands", "model.pt"),
         metrics=data_path("train_hands", "metrics.json"),
         history=data_path("train_hands", "history.csv"),
         curves=data_path("train_hands", "curves.png"),
     params:
+        **stage_params(config, "train_hands"),
         crops_dir=lambda wildcards, input: shard_root(input.index[0]),
         packed=lambda wildcards, input: os.path.dirname(input.keypoints),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         work_dir=data_path("cache", "train_hands"),
-        train_hands=section_flags(config["train_hands"]),
-        models=section_flags(config["models"]),
-        hand_crops=section_flags(config["hand_crops"]),
     threads: config["train_hands"]["threads"]
     resources:
         gpu=1 if config["train_hands"]["device"].startswith("cuda") else 0,
@@ -98,10 +95,9 @@ rule train_hands:
     benchmark:
         benchmark_path("train_hands.tsv")
     shell:
-        "python -m sltrain train-hands --hand-crops {params.crops_dir:q} --packed {params.packed:q}"
-        " --samples {input.samples:q} --label-map {input.label_map:q} --out-dir {params.out_dir:q}"
-        " --work-dir {params.work_dir:q} --no-progress {params.train_hands} {params.models} {params.hand_crops}"
-        " > {log} 2>&1"
+        "python -m sltrain train-hands --params {PARAMS_FILE:q} --hand-crops {params.crops_dir:q}"
+        " --packed {params.packed:q} --samples {input.samples:q} --label-map {input.label_map:q}"
+        " --out-dir {params.out_dir:q} --work-dir {params.work_dir:q} --no-progress > {log} 2>&1"
 
 
 rule evaluate:
@@ -111,6 +107,7 @@ rule evaluate:
         keypoints=data_path("features", "pose", "keypoints.npy"),
         index=data_path("features", "pose", "index.parquet"),
         samples=data_path("subset", "samples.parquet"),
+        code=code_files("evaluate"),
     output:
         metrics=data_path("eval", "metrics.json"),
         val=report(directory(data_path("eval", "val")), patterns=["{name}.png"], caption="../report/confusion.rst",
@@ -119,14 +116,14 @@ rule evaluate:
     params:
         packed=lambda wildcards, input: os.path.dirname(input.keypoints),
         out_dir=lambda wildcards, output: os.path.dirname(output.metrics),
-        seed=config["train"]["seed"],
+        **stage_params(config, "evaluate"),
     log:
         log_path("evaluate.log"),
     benchmark:
         benchmark_path("evaluate.tsv")
     shell:
-        "python -m sltrain evaluate --model {input.model:q} --packed {params.packed:q} --samples {input.samples:q}"
-        " --splits val,test --seed {params.seed} --out-dir {params.out_dir:q} > {log} 2>&1"
+        "python -m sltrain evaluate --params {PARAMS_FILE:q} --model {input.model:q} --packed {params.packed:q}"
+        " --samples {input.samples:q} --splits val test --out-dir {params.out_dir:q} > {log} 2>&1"
 
 
 rule export:
@@ -135,17 +132,18 @@ rule export:
         model=data_path("train", "model.pt"),
         keypoints=data_path("features", "pose", "keypoints.npy"),
         evaluation=data_path("eval", "metrics.json"),  # for the model card
+        code=code_files("export"),
     output:
         repo=directory(data_path("export", "sign-recognizer")),
     params:
         out_dir=lambda wildcards, output: os.path.dirname(output.repo),
         packed=lambda wildcards, input: os.path.dirname(input.keypoints),
-        export=section_flags(config["export"]),
+        **stage_params(config, "export"),
     log:
         log_path("export.log"),
     benchmark:
         benchmark_path("export.tsv")
     shell:
-        "python -m sltrain export {input.model:q} --out {params.out_dir:q} --name sign-recognizer --version 1"
-        " --overwrite --parity-packed {params.packed:q} --eval-metrics {input.evaluation:q} {params.export}"
-        " > {log} 2>&1"
+        "python -m sltrain export {input.model:q} --params {PARAMS_FILE:q} --out {params.out_dir:q}"
+        " --name sign-recognizer --version 1 --overwrite --parity-packed {params.packed:q}"
+        " --eval-metrics {input.evaluation:q} > {log} 2>&1"

@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,35 +73,31 @@ def shard_rows(samples: pd.DataFrame, shard: int, count: int) -> pd.DataFrame:
 class LocalStoreSettings:
     """``acquire.local_store``: a folder of videos named by id; empty ``dir`` means none."""
 
-    dir: str = ""
-    pretrimmed: bool = False
+    dir: str
+    pretrimmed: bool
 
 
 @dataclass(frozen=True)
 class AcquireSettings:
     """The ``acquire`` section of params.yaml."""
 
-    local_store: LocalStoreSettings = field(default_factory=LocalStoreSettings)
-    network: bool = False
-    min_success_ratio: float = 0.0
-    download: DownloadSettings = field(default_factory=DownloadSettings)
-    crops: CropSettings = field(default_factory=lambda: CropSettings(fps_col="fps"))
-    trim: TrimSettings = field(default_factory=TrimSettings)
-    captions: CaptionMaskSettings = field(default_factory=lambda: CaptionMaskSettings(enabled=False))
+    local_store: LocalStoreSettings
+    network: bool
+    min_success_ratio: float
+    download: DownloadSettings
+    crops: CropSettings
+    trim: TrimSettings
+    captions: CaptionMaskSettings
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AcquireSettings:
-        """Build from the (validated) params section; ``trim.target_fps: 0`` means keep the native rate."""
+        """Build from the (validated) params section (``null`` ``trim.target_fps``: the native rate)."""
         data = dict(data)
-        trim = dict(data.pop("trim", {}))
-        if trim.get("target_fps") == 0:
-            trim["target_fps"] = None
-        download = dict(data.pop("download", {}))
-        if download.get("max_filesize_bytes") == 0:
-            download["max_filesize_bytes"] = None
-        crops = {"fps_col": "fps", **dict(data.pop("crops", {}))}
-        local_store = settings_from_dict(LocalStoreSettings, data.pop("local_store", {}), "acquire.local_store")
-        captions = settings_from_dict(CaptionMaskSettings, data.pop("captions", {}), "acquire.captions")
+        trim = dict(data.pop("trim"))
+        download = dict(data.pop("download"))
+        crops = {"fps_col": "fps", **dict(data.pop("crops"))}
+        local_store = settings_from_dict(LocalStoreSettings, data.pop("local_store"), "acquire.local_store")
+        captions = settings_from_dict(CaptionMaskSettings, data.pop("captions"), "acquire.captions")
         unknown = sorted(set(data) - {"network", "min_success_ratio"})
         if unknown:
             raise ValueError(f"acquire: unknown key(s) {unknown}")
@@ -111,8 +107,8 @@ class AcquireSettings:
             crops=settings_from_dict(CropSettings, crops, "acquire.crops"),
             trim=settings_from_dict(TrimSettings, trim, "acquire.trim"),
             captions=captions,
-            network=bool(data.get("network", False)),
-            min_success_ratio=float(data.get("min_success_ratio", 0.0)),
+            network=bool(data["network"]),
+            min_success_ratio=float(data["min_success_ratio"]),
         )
 
     def __post_init__(self) -> None:

@@ -194,3 +194,10 @@ def _clip_row(
         "source_file": file,
         "source_row": where,
     }
+
+
+def read_source(cfg: dict[str, Any], raw_dir: Path, rejects: RejectLog) -> tuple[list[dict[str, Any]], list[str],
+                                                                                   list[InputFile]]:
+    """The ``msasl`` entry of :data:`sldata.manifest.READERS`: the ``sources.msasl`` section's splits, read."""
+    rows, classes, provs = read_msasl(cfg["dir"], list(cfg["splits"]), rejects, cfg["max_time_frame_disagreement_s"])
+    return rows, list(classes), list(provs)

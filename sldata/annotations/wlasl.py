@@ -26,8 +26,9 @@ from sldata.annotations.fields import (
     source_key,
     url_site,
 )
-from sldata.annotations.jsonfile import AnnotationFileError, InputFile, load_json
+from sldata.annotations.jsonfile import AnnotationFileError, InputFile, load_json, sha256_of
 from sldata.annotations.rejects import Reason, RejectLog
+from sldata.fetch import fetch_pinned
 
 DATASET = "wlasl"
 SPLITS = ("train", "val", "test")
@@ -165,3 +166,41 @@ def _instance_row(inst: Any, gloss: str, label: int, file: str, where: str) -> d
         "source_file": file,
         "source_row": where,
     }
+
+
+def wlasl_annotation_path(annotation: dict[str, Any], raw_dir: str | Path) -> Path:
+    """The WLASL annotation file to read: the verified local copy, or the pinned fetch.
+
+    Raises
+    ------
+    AnnotationFileError
+        When a configured local copy is missing or its sha256 is not ``local_sha256``.
+    FetchError
+        When fetching is needed and fails (offline, mismatch).
+    """
+    local = annotation["local_path"]
+    if local:
+        path = Path(local)
+        if not path.is_file():
+            raise AnnotationFileError(
+                f"sources.wlasl.annotation.local_path: {local} does not exist; fix the path, or set it to \"\" "
+                f"to fetch the pinned WLASL v0.3 from {annotation['url']}"
+            )
+        expected = annotation["local_sha256"]
+        if expected:
+            actual = sha256_of(path)
+            if actual != expected:
+                raise AnnotationFileError(
+                    f"sources.wlasl.annotation.local_sha256: {local} has sha256 {actual}, params say {expected}. "
+                    "If the file was changed on purpose, put the new sha256 in params.yaml."
+                )
+        return path
+    dest = Path(raw_dir) / "WLASL_v0.3.json"
+    return fetch_pinned(annotation["url"], dest, annotation["size"], annotation["sha256"], annotation["timeout_s"])
+
+
+def read_source(cfg: dict[str, Any], raw_dir: Path, rejects: RejectLog) -> tuple[list[dict[str, Any]], list[str],
+                                                                                   list[InputFile]]:
+    """The ``wlasl`` entry of :data:`sldata.manifest.READERS`: the ``sources.wlasl`` section's annotation, read."""
+    rows, glosses, prov = read_wlasl(wlasl_annotation_path(cfg["annotation"], raw_dir), rejects)
+    return rows, glosses, [prov]

@@ -12,8 +12,10 @@ first use, which fails offline and would make results depend on a file fetched a
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -22,10 +24,43 @@ from sldata.pose.skeleton import COMPONENTS, FACE_MODES, Skeleton, face_indices
 
 ESTIMATOR_NAME = "mediapipe-holistic"
 SUPPORTED_MODEL_COMPLEXITY = 1
-ESTIMATORS: tuple[str, ...] = ("mediapipe", "openvino")
-"""Values of ``pose.estimator``: MediaPipe's own Holistic graph, or its rebuild on OpenVINO
-(:mod:`sldata.pose.openvino_holistic`), same models, same skeleton."""
 DEFAULT_ESTIMATOR = "mediapipe"
+
+
+@dataclass(frozen=True)
+class EstimatorEntry:
+    """One pose estimator of :data:`ESTIMATORS`, as ``"module:attribute"`` (imported when used).
+
+    Attributes
+    ----------
+    make
+        A class or function taking ``face``, ``model_complexity``, ``min_detection_confidence``,
+        ``min_tracking_confidence`` (and the engine's ``options``) and returning a :class:`PoseEstimator`.
+    skeleton
+        A function ``(face, model_complexity) -> Skeleton``: the layout ``make`` produces, without
+        loading the engine.
+    options
+        Whether the engine takes extra keyword options (e.g. OpenVINO's ``threads``).
+    """
+
+    make: str
+    skeleton: str
+    options: bool = False
+
+    def load(self, attribute: str) -> Any:
+        module, _, name = getattr(self, attribute).partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+ESTIMATORS: dict[str, EstimatorEntry] = {
+    "mediapipe": EstimatorEntry("sldata.pose.estimator:HolisticEstimator", "sldata.pose.estimator:holistic_skeleton"),
+    "openvino": EstimatorEntry("sldata.pose.openvino_holistic:OpenVinoHolisticEstimator",
+                               "sldata.pose.openvino_holistic:openvino_skeleton", options=True),
+}
+"""Values of ``pose.estimator`` (the schema's enum lists the same names): MediaPipe's own Holistic
+graph, or its rebuild on OpenVINO (:mod:`sldata.pose.openvino_holistic`), same models, same
+skeleton. A new estimator is a module with a :class:`PoseEstimator` and its skeleton function,
+one line here and its name in ``pose.estimator``'s enum."""
 
 
 @runtime_checkable
@@ -93,26 +128,22 @@ def validate_holistic_settings(face: str, model_complexity: int, min_detection_c
 def validate_estimator(name: str) -> None:
     """Raise ``ValueError`` unless ``name`` is one of :data:`ESTIMATORS`."""
     if name not in ESTIMATORS:
-        raise ValueError(f"pose estimator must be one of {ESTIMATORS}, got {name!r}")
+        raise ValueError(f"pose estimator must be one of {tuple(ESTIMATORS)}, got {name!r}")
 
 
 def estimator_skeleton(estimator: str = DEFAULT_ESTIMATOR, face: str = "subset",
                        model_complexity: int = SUPPORTED_MODEL_COMPLEXITY) -> Skeleton:
     """The :class:`Skeleton` estimator ``estimator`` produces (same points for both; the name and version differ)."""
     validate_estimator(estimator)
-    if estimator == "openvino":
-        from sldata.pose.openvino_holistic import openvino_skeleton
-
-        return openvino_skeleton(face, model_complexity)
-    return holistic_skeleton(face, model_complexity)
+    return ESTIMATORS[estimator].load("skeleton")(face, model_complexity)
 
 
 def make_estimator(estimator: str = DEFAULT_ESTIMATOR, face: str = "subset",
                    model_complexity: int = SUPPORTED_MODEL_COMPLEXITY, min_detection_confidence: float = 0.5,
                    min_tracking_confidence: float = 0.5, **options: Any) -> PoseEstimator:
-    """A new :class:`PoseEstimator` by name (``mediapipe`` or ``openvino``), with Holistic's settings.
+    """A new :class:`PoseEstimator` by name (a key of :data:`ESTIMATORS`), with Holistic's settings.
 
-    ``options`` go to the OpenVINO engine only (e.g. ``threads``); the mediapipe engine takes none.
+    ``options`` go to engines that take them (OpenVINO's ``threads``); the mediapipe engine takes none.
 
     Raises
     ------
@@ -122,13 +153,10 @@ def make_estimator(estimator: str = DEFAULT_ESTIMATOR, face: str = "subset",
     validate_estimator(estimator)
     settings = dict(face=face, model_complexity=model_complexity, min_detection_confidence=min_detection_confidence,
                     min_tracking_confidence=min_tracking_confidence)
-    if estimator == "openvino":
-        from sldata.pose.openvino_holistic import OpenVinoHolisticEstimator
-
-        return OpenVinoHolisticEstimator(**settings, **options)
-    if options:
-        raise ValueError(f"the mediapipe pose estimator takes no options, got {sorted(options)}")
-    return HolisticEstimator(**settings)
+    entry = ESTIMATORS[estimator]
+    if options and not entry.options:
+        raise ValueError(f"the {estimator} pose estimator takes no options, got {sorted(options)}")
+    return entry.load("make")(**settings, **options)
 
 
 def holistic_skeleton(face: str = "subset", model_complexity: int = SUPPORTED_MODEL_COMPLEXITY) -> Skeleton:

@@ -126,15 +126,15 @@ class PoseSettings:
         float32; not part of :meth:`output_dict` (the shard says its storage itself).
     """
 
-    estimator: str = DEFAULT_ESTIMATOR
-    face: str = "subset"
-    model_complexity: int = 1
-    min_detection_confidence: float = 0.5
-    min_tracking_confidence: float = 0.5
-    workers: int = 2
-    checkpoint_every: int = 25
-    frame_step: int = 1
-    storage: str = "float32"
+    estimator: str
+    face: str
+    model_complexity: int
+    min_detection_confidence: float
+    min_tracking_confidence: float
+    workers: int
+    checkpoint_every: int
+    frame_step: int
+    storage: str
 
     def __post_init__(self) -> None:
         validate_estimator(self.estimator)
@@ -512,7 +512,7 @@ def _results(todo: list[tuple[str, str | None]], settings: PoseSettings) -> Iter
 
 
 def extract_pose_shard(clips: pd.DataFrame, out_path: str | os.PathLike[str],
-                       settings: PoseSettings = PoseSettings(), progress: bool = True,
+                       settings: PoseSettings, progress: bool = True,
                        cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Extract keypoints of every clip of ``clips`` into the pose shard ``out_path``.
 

@@ -37,7 +37,7 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +94,10 @@ class HandCropStageSettings:
         Clips decoded and cropped at once (threads); the output does not depend on it.
     """
 
-    crops: HandCropSettings = field(default_factory=HandCropSettings)
-    storage: str = "npy"
-    jpeg_quality: int = 90
-    workers: int = 2
+    crops: HandCropSettings
+    storage: str
+    jpeg_quality: int
+    workers: int
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGES:
@@ -177,7 +177,7 @@ def _index_row(sample_id: str, clip_path: str | None, status: str, reason: str, 
 
 
 def hand_crops_shard(clips: pd.DataFrame, pose_path: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                     settings: HandCropStageSettings = HandCropStageSettings(), progress: bool = True) -> dict[str, Any]:
+                     settings: HandCropStageSettings, progress: bool = True) -> dict[str, Any]:
     """Crop both hands of every keypoint frame of the usable clips of a shard into ``out_dir``.
 
     Parameters

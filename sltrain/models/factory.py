@@ -8,7 +8,8 @@ separately. Unknown names and keys raise ``ValueError`` listing the valid ones.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -22,17 +23,55 @@ from sltrain.models.rgb_s3d import RGBS3D
 from sltrain.models.stgcn import STGCN, skeleton_graph
 from sltrain.models.vtn import VTN
 
-MODELS: dict[str, type[nn.Module]] = {
-    "pose_transformer": PoseTransformer,
-    "pose_conformer": PoseConformer,
-    "stgcn": STGCN,
-    "vtn": VTN,
-    "rgb_s3d": RGBS3D,
+def _skeleton_edges(spec: InputSpec) -> list[tuple[int, int]]:
+    """``stgcn``'s graph: skeleton edges on the spec's points, each hand's wrist linked to the body's."""
+    return skeleton_graph(spec.skeleton_obj, list(spec.point_indices), link_head=False).edges
+
+
+def _part_groups(spec: InputSpec) -> dict[str, Any]:
+    """``pose_conformer``'s part groups: the spec's points grouped by part."""
+    return {"parts": input_parts(spec.points)}
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of :data:`MODELS`.
+
+    Attributes
+    ----------
+    cls
+        The model class; its keyword-only constructor arguments are its config keys.
+    inputs
+        What it reads: ``pose`` (an :class:`InputSpec`), ``hands`` or ``rgb`` (a clip input spec).
+    args
+        Its positional constructor arguments, in order, from ``num_points``, ``in_channels``,
+        ``heads`` and ``edges``.
+    edges
+        For graph models: the edges from a pose input spec.
+    derive
+        Constructor arguments computed from a pose input spec (named in :data:`DERIVED_KEYS`).
+    """
+
+    cls: type[nn.Module]
+    inputs: str
+    args: tuple[str, ...] = ("num_points", "in_channels", "heads")
+    edges: Callable[[InputSpec], Sequence[tuple[int, int]]] | None = None
+    derive: Callable[[InputSpec], dict[str, Any]] | None = None
+
+
+MODELS: dict[str, ModelEntry] = {
+    "pose_transformer": ModelEntry(PoseTransformer, "pose"),
+    "pose_conformer": ModelEntry(PoseConformer, "pose", derive=_part_groups),
+    "stgcn": ModelEntry(STGCN, "pose", ("num_points", "in_channels", "heads", "edges"), edges=_skeleton_edges),
+    "vtn": ModelEntry(VTN, "hands"),
+    "rgb_s3d": ModelEntry(RGBS3D, "rgb", ("heads",)),
 }
+"""Every model by name. A new model is one module with its class, one line here and its
+``models.<name>`` schema section (pose models may then be named by ``train.model``)."""
 MODEL_NAMES: tuple[str, ...] = tuple(MODELS)
 
 
-POSE_MODELS: tuple[str, ...] = ("pose_transformer", "pose_conformer", "stgcn")
+POSE_MODELS: tuple[str, ...] = tuple(name for name, entry in MODELS.items() if entry.inputs == "pose")
 """Models that read the pose input of an :class:`InputSpec`."""
 DERIVED_KEYS: dict[str, dict[str, str]] = {
     "pose_conformer": {"parts": "point groups from the input spec"},
@@ -53,8 +92,8 @@ def config_keys(name: str) -> tuple[str, ...]:
 
 def _model_class(name: str) -> type[nn.Module]:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
-    return MODELS[name]
+        raise ValueError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    return MODELS[name].cls
 
 
 def build_model(name: str, config: Mapping[str, Any] | None, *, num_points: int, in_channels: int,
@@ -94,15 +133,12 @@ def build_model(name: str, config: Mapping[str, Any] | None, *, num_points: int,
     unknown = sorted(set(config) - set(allowed))
     if unknown:
         raise ValueError(f"model {name!r}: unknown config key(s) {unknown}; valid keys: {', '.join(allowed)}")
-    if name == "stgcn":
-        return STGCN(num_points, in_channels, heads, _require_edges(edges), **config)
-    if name == "rgb_s3d":
-        return RGBS3D(heads, **config)
-    if name == "vtn":
-        return VTN(num_points, in_channels, heads, **config)
-    if name == "pose_conformer":
-        return PoseConformer(num_points, in_channels, heads, **config, **dict(derived or {}))
-    return PoseTransformer(num_points, in_channels, heads, **config)
+    entry = MODELS[name]
+    values = {"num_points": num_points, "in_channels": in_channels, "heads": heads}
+    if "edges" in entry.args:
+        values["edges"] = _require_edges(edges, name)
+    extra = dict(derived or {}) if name in DERIVED_KEYS else {}
+    return entry.cls(*(values[arg] for arg in entry.args), **config, **extra)
 
 
 def build_pose_model(name: str, config: Mapping[str, Any] | None, spec: InputSpec, heads: HeadsConfig) -> nn.Module:
@@ -116,12 +152,9 @@ def build_pose_model(name: str, config: Mapping[str, Any] | None, spec: InputSpe
     """
     if name == ENSEMBLE:
         return build_ensemble(dict(config or {}), spec, heads)
-    edges = None
-    derived: dict[str, Any] = {}
-    if name == "stgcn":
-        edges = skeleton_graph(spec.skeleton_obj, list(spec.point_indices), link_head=False).edges
-    if name == "pose_conformer":
-        derived["parts"] = input_parts(spec.points)
+    entry = MODELS.get(name)
+    edges = entry.edges(spec) if entry is not None and entry.edges is not None else None
+    derived = entry.derive(spec) if entry is not None and entry.derive is not None else {}
     model = build_model(name, config, num_points=spec.num_points, in_channels=spec.num_channels, heads=heads,
                         edges=edges, derived=derived)
     if (config or {}).get("flip_tta"):
@@ -157,11 +190,12 @@ def build_ensemble(config: Mapping[str, Any], spec: InputSpec, heads: HeadsConfi
 def model_config_from_params(name: str, section: Mapping[str, Any]) -> dict[str, Any]:
     """Constructor keywords of model ``name`` from its ``models.<name>`` params section.
 
-    Params cannot template lists, so list-valued settings are comma-separated strings there
-    (``hand_widths: "16,32,64,128"``); they become tuples of ints here.
+    YAML lists (``hand_widths: [16, 32, 64]``, ``blocks: [conv, attn]``) become tuples. Configs
+    recorded before params took lists spell ``hand_widths`` as a comma-separated string; it is
+    read the same way.
     """
-    config = dict(section)
-    if name == "vtn" and isinstance(config.get("hand_widths"), str):
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}
+    if isinstance(config.get("hand_widths"), str):
         config["hand_widths"] = tuple(int(w) for w in config["hand_widths"].split(",") if w.strip())
     return config
 
@@ -178,22 +212,22 @@ def build_clip_model(name: str, config: Mapping[str, Any] | None, spec: Any, hea
     ValueError
         A pose model, or a model that does not read this kind of input.
     """
-    wanted = {"rgb_s3d": "rgb", "vtn": "hands"}
+    wanted = {n: entry.inputs for n, entry in MODELS.items() if entry.inputs != "pose"}
     if name not in wanted:
         raise ValueError(f"model {name!r} is not an RGB or hand-crop model (those are: {', '.join(wanted)})")
     if spec.kind != wanted[name]:
         raise ValueError(f"model {name!r} reads {wanted[name]!r} inputs, the input spec is {spec.kind!r}")
     config = model_config_from_params(name, config or {})
-    if name == "vtn":
+    if wanted[name] == "hands":  # hand crops with the keypoints of the same frames
         pose = spec.pose_spec
         config.setdefault("max_len", max(spec.num_frames, 2))
         return build_model(name, config, num_points=pose.num_points, in_channels=pose.num_channels, heads=heads)
     return build_model(name, config, num_points=0, in_channels=3, heads=heads)
 
 
-def _require_edges(edges: Sequence[tuple[int, int]] | None) -> Sequence[tuple[int, int]]:
+def _require_edges(edges: Sequence[tuple[int, int]] | None, name: str = "stgcn") -> Sequence[tuple[int, int]]:
     if edges is None:
-        raise ValueError("model 'stgcn' needs edges (e.g. sltrain.models.stgcn.skeleton_graph(skeleton).input_edges())")
+        raise ValueError(f"model {name!r} needs edges (e.g. sltrain.models.stgcn.skeleton_graph(skeleton).input_edges())")
     return edges
 
 
