@@ -159,9 +159,12 @@ def build_repo(root: Path, rows: int, shards: int, classes: int = 100, seed: int
     samples, label_map, report = build_subset(manifest, {"wlasl": gloss_list}, params["subset"])
     write_subset(samples, label_map, report, data / "subset")
 
-    # Inputs strictly older than outputs, so the plan starts at acquire.
+    # Inputs strictly older than outputs, so the plan starts at acquire. The library modules are
+    # inputs too (sldata/stages.py lists each stage's code): copied with their checkout's mtimes,
+    # they may be newer than the faked outputs.
     now = time.time()
-    for path in (annotation, store / "README", store):
+    code = [p for name in ("pipeline", "sldata", "sltrain") for p in (root / name).rglob("*")]
+    for path in (annotation, store / "README", store, *code):
         os.utime(path, (now - 300, now - 300))
     for path in (data / "manifest").iterdir():
         os.utime(path, (now - 200, now - 200))
