@@ -95,6 +95,7 @@ def row_params(base: dict[str, Any], row: str, seed: int) -> dict[str, Any]:
     params["train"]["threads"] = 1
     params["train"]["processes"] = 1
     params["train"]["loader_workers"] = 0  # the runs go side by side, one core each (same results, tested)
+    params["train"]["ensemble_jobs"] = 1  # members one after the other, in the run's own process (tested)
     return params
 
 
@@ -119,7 +120,7 @@ def train_one(params_path: Path, packed: str, label_map: str, out: Path) -> None
                      "wall_s": time.perf_counter() - wall})
 
 
-RUNTIME_KEYS = ("threads", "processes", "loader_workers", "device")
+RUNTIME_KEYS = ("threads", "processes", "loader_workers", "device", "ensemble_jobs")
 """``train`` keys that change how fast a run goes, not what it learns (``loader_workers``: tested in
 tests/test_recognizer.py)."""
 

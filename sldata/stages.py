@@ -34,6 +34,7 @@ RUNTIME_KEYS: frozenset[str] = frozenset({
     "hand_crops.workers",
     "train.threads",
     "train.loader_workers",
+    "train.ensemble_jobs",
     "train_rgb.threads",
     "train_hands.threads",
 })

@@ -129,6 +129,7 @@ class TrainConfig:
     flip_tta: bool
     loader_workers: int
     final_fit: bool
+    ensemble_jobs: int
 
     def __post_init__(self) -> None:
         if self.ensemble_weights not in ENSEMBLE_WEIGHTS:
@@ -138,7 +139,8 @@ class TrainConfig:
         """The config of ensemble member ``name``: this one with the member's model, seed and mirror rate."""
         m = self.ensemble[name]
         return dataclasses.replace(self, model=m["model"], model_config=dict(m["model_config"]), seed=int(m["seed"]),
-                                   augment={**self.augment, "flip_prob": float(m["flip_prob"])}, ensemble={})
+                                   augment={**self.augment, "flip_prob": float(m["flip_prob"])}, ensemble={},
+                                   ensemble_jobs=1)
 
     @property
     def mirror_tta(self) -> bool:
@@ -375,22 +377,13 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
     samples_path
         The subset's ``samples.parquet``: columns for heads that the pack's index lacks.
     """
-    from sltrain.models.factory import build_pose_model
-
     torch.set_num_threads(cfg.threads)
-    _, _, meta = load_packed(packed_dir)
-    spec = features.input_spec(meta["skeleton"], meta.get("recording"))
-    clips = PoseClips(packed_dir, ("train", "val"), spec)
-    description = f"input {spec.num_frames} frames x {spec.num_points} points x {spec.num_channels} channels"
+    clips, spec, description = _pose_clips(packed_dir, features)
 
     def fit_one(one: TrainConfig, out: str | os.PathLike[str], work: str | os.PathLike[str],
                 on_val: bool = False) -> dict[str, Any]:
-        return fit(clips, augmenter_for(one.augment, spec),
-                   lambda heads: build_pose_model(one.model, one.model_build_config(), spec, heads),
-                   spec.to_dict(), description,
-                   {"train": dataclasses.asdict(one), "features": dataclasses.asdict(features), "final_fit": on_val},
-                   label_map_path, out, work, one, params, progress, max_epochs_this_run, samples_path,
-                   source=packed_dir, model_config=one.model_build_config(), fit_on_val=on_val)
+        return fit_pose_model(clips, spec, description, one, features, params, label_map_path, out, work, progress,
+                              max_epochs_this_run, samples_path, packed_dir, on_val)
 
     def final_fit(one: TrainConfig, selected: Mapping[str, Any], work: Path) -> Path:
         """Retrain on train + val for the epochs val chose (``train.final_fit``); returns its output folder."""
@@ -406,17 +399,82 @@ def train(packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[
         if cfg.final_fit and metrics.get("finished", True):
             publish_final_fit(final_fit(cfg, metrics, work), out_dir, metrics)
         return metrics
-    member_metrics = {}
-    for name in cfg.ensemble:
-        log.info("ensemble member %s (%d of %d)", name, len(member_metrics) + 1, len(cfg.ensemble))
-        member_metrics[name] = fit_one(cfg.member(name), work / name / "out", work / name)
-        if not member_metrics[name].get("finished", True) and max_epochs_this_run is not None:
-            return member_metrics[name]  # a test's simulated kill: the next run resumes this member
+    jobs = min(cfg.ensemble_jobs, len(cfg.ensemble))
+    if jobs > 1 and cfg.processes == 1 and max_epochs_this_run is None:
+        member_metrics = _fit_members_side_by_side(jobs, packed_dir, label_map_path, work, cfg, features, params,
+                                                   progress, samples_path)
+    else:
+        member_metrics = {}
+        for name in cfg.ensemble:
+            log.info("ensemble member %s (%d of %d)", name, len(member_metrics) + 1, len(cfg.ensemble))
+            member_metrics[name] = fit_one(cfg.member(name), work / name / "out", work / name)
+            if not member_metrics[name].get("finished", True) and max_epochs_this_run is not None:
+                return member_metrics[name]  # a test's simulated kill: the next run resumes this member
     finals = None
     if cfg.final_fit:
         finals = {name: final_fit(cfg.member(name), member_metrics[name], work / name) for name in cfg.ensemble}
     return assemble_ensemble(clips, {name: work / name / "out" for name in cfg.ensemble}, member_metrics,
                              cfg, out_dir, params, final_dirs=finals)
+
+
+def _pose_clips(packed_dir: str | os.PathLike[str], feature_cfg: FeatureConfig) -> tuple[PoseClips, InputSpec, str]:
+    """The train and val clips of a pack, their input spec and a one-line description for the log."""
+    _, _, meta = load_packed(packed_dir)
+    spec = feature_cfg.input_spec(meta["skeleton"], meta.get("recording"))
+    clips = PoseClips(packed_dir, ("train", "val"), spec)
+    return clips, spec, f"input {spec.num_frames} frames x {spec.num_points} points x {spec.num_channels} channels"
+
+
+def fit_pose_model(clips: PoseClips, spec: InputSpec, description: str, one: TrainConfig, feature_cfg: FeatureConfig,
+                   params: Mapping[str, Any] | None, label_map_path: str | os.PathLike[str],
+                   out: str | os.PathLike[str], work: str | os.PathLike[str], progress: bool,
+                   max_epochs_this_run: int | None, samples_path: str | os.PathLike[str] | None,
+                   packed_dir: str | os.PathLike[str], on_val: bool = False) -> dict[str, Any]:
+    """:func:`fit` of one pose model (a single model, or one ensemble member) on ``clips``."""
+    from sltrain.models.factory import build_pose_model
+
+    return fit(clips, augmenter_for(one.augment, spec),
+               lambda heads: build_pose_model(one.model, one.model_build_config(), spec, heads),
+               spec.to_dict(), description,
+               {"train": dataclasses.asdict(one), "features": dataclasses.asdict(feature_cfg), "final_fit": on_val},
+               label_map_path, out, work, one, params, progress, max_epochs_this_run, samples_path,
+               source=packed_dir, model_config=one.model_build_config(), fit_on_val=on_val)
+
+
+def _fit_member_process(name: str, packed_dir: str, label_map_path: str, work: str, one: TrainConfig,
+                        feature_cfg: FeatureConfig, params: Mapping[str, Any] | None, progress: bool,
+                        samples_path: str | None) -> dict[str, Any]:
+    """One ensemble member, in a process of its own (see :func:`_fit_members_side_by_side`)."""
+    from sldata.progress import LOG_DATEFMT, LOG_FORMAT
+
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT.replace("%(message)s", f"[{name}] %(message)s"),
+                        datefmt=LOG_DATEFMT, force=True)
+    torch.set_num_threads(one.threads)
+    clips, spec, description = _pose_clips(packed_dir, feature_cfg)
+    return fit_pose_model(clips, spec, description, one, feature_cfg, params, label_map_path, Path(work) / "out",
+                          work, progress, None, samples_path, packed_dir)
+
+
+def _fit_members_side_by_side(jobs: int, packed_dir: str | os.PathLike[str], label_map_path: str | os.PathLike[str],
+                              work: Path, cfg: TrainConfig, feature_cfg: FeatureConfig,
+                              params: Mapping[str, Any] | None, progress: bool,
+                              samples_path: str | os.PathLike[str] | None) -> dict[str, dict[str, Any]]:
+    """Train the ensemble's members ``jobs`` at a time (``train.ensemble_jobs``), each in a fresh process.
+
+    A member is seeded by its own config and trains at ``train.threads`` threads, so it learns the
+    same weights as in the one-after-the-other loop (tested); only the wall time changes. The
+    processes are spawned, not forked: the parent may hold OpenMP or loader-worker state.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    log.info("ensemble: %d members, %d at a time in their own processes", len(cfg.ensemble), jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {name: pool.submit(_fit_member_process, name, str(packed_dir), str(label_map_path),
+                                     str(work / name), cfg.member(name), feature_cfg, params, progress,
+                                     None if samples_path is None else str(samples_path))
+                   for name in cfg.ensemble}
+        return {name: future.result() for name, future in futures.items()}
 
 
 @dataclass(frozen=True)
@@ -451,7 +509,7 @@ class ClipInputConfig:
 
 CLIP_TRAINER_FIXED: dict[str, Any] = {
     "processes": 1, "loader_workers": 0, "mixup_alpha": 0.0, "mixup_prob": 0.0, "flip_tta": False,
-    "ensemble": {}, "ensemble_weights": "equal", "final_fit": False,
+    "ensemble": {}, "ensemble_weights": "equal", "final_fit": False, "ensemble_jobs": 1,
 }
 """:class:`TrainConfig` fields that ``train_rgb`` and ``train_hands`` have no params for: those trainers
 run in one process with no mixup, mirror averaging, ensemble or final fit."""

@@ -252,7 +252,7 @@ def test_freeze_schedule_freezes_then_unfreezes_every_model(kind: str, data: dic
                           freeze={"backbone": 1}, augment={}, label_smoothing=0.1, grad_clip=1.0, patience=20,
                           load_weights="", heads={"gloss": {"column": "label", "weight": 1.0}}, processes=1,
                           loader_workers=0, mixup_alpha=0.0, mixup_prob=0.0, ensemble={}, ensemble_weights="equal",
-                          flip_tta=False, final_fit=False)
+                          flip_tta=False, final_fit=False, ensemble_jobs=1)
 
         def go(max_epochs: int) -> None:
             train(data["packed"], data["label_map"], tmp_path / "o", tmp_path / "w", cfg, feature_config(num_frames=8, hand_local=False, canonical_hand=False),

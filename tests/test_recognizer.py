@@ -257,6 +257,28 @@ def test_ensemble_trains_reloads_and_exports_as_one_model(packed: tuple[Path, Pa
     assert parity["backends"]["openvino_ir"]["max_abs_diff"] < 1e-4
 
 
+def test_members_side_by_side_learn_what_they_learn_one_by_one(packed: tuple[Path, Path],  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    """``train.ensemble_jobs`` trains members in spawned processes at once: same weights, same metrics."""
+    pack, labels = packed
+    tiny = {"d_model": 16, "part_dim": 8, "blocks": "conv,attn", "num_heads": 2}
+    members = {"canonical": {"model": "pose_conformer", "seed": 0, "flip_prob": 0.0, "model_config": tiny},
+               "mirrored": {"model": "pose_conformer", "seed": 1, "flip_prob": 0.5, "model_config": tiny}}
+    features = feature_config(num_frames=16, canonical_hand=True, hand_local=False)
+    runs = {}
+    for jobs in (1, 2):
+        cfg = config(model="pose_conformer", model_config=tiny, epochs=2, ensemble=members, flip_tta=True,
+                     ensemble_jobs=jobs)
+        runs[jobs] = train(pack, labels, tmp_path / f"out{jobs}", tmp_path / f"work{jobs}", cfg, features,
+                           progress=False)
+    for key in ("val_per_instance_top1", "val_per_instance_top5", "best_epoch"):
+        assert runs[1][key] == runs[2][key], key
+    one, two = (load_checkpoint(tmp_path / f"out{jobs}" / "model.pt")["model_state"] for jobs in (1, 2))
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    for name in members:  # each member trained in its own process and left its own resumable state
+        assert (tmp_path / "work2" / name / "last.pt").is_file()
+
+
 def test_a_loader_worker_changes_speed_not_results(packed: tuple[Path, Path], tmp_path: Path,  # noqa: F811
                                                    caplog: pytest.LogCaptureFixture) -> None:
     """Workers fork, which is only safe in a process without OpenVINO's or MediaPipe's threads (the train CLI's):

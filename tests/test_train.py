@@ -65,7 +65,8 @@ def config(**overrides: object) -> TrainConfig:
                          "translate_prob": 0.3, "max_translate": 0.05, "speed_prob": 0.5, "speed_min": 0.8,
                          "speed_max": 1.25, "frame_drop_rate": 0.0, "point_drop_rate": 0.05},
                 heads={"gloss": {"column": "label", "weight": 1.0}}, processes=1, loader_workers=0, mixup_alpha=0.0,
-                mixup_prob=0.0, ensemble={}, ensemble_weights="equal", flip_tta=False, final_fit=False)
+                mixup_prob=0.0, ensemble={}, ensemble_weights="equal", flip_tta=False, final_fit=False,
+                ensemble_jobs=1)
     base.update(overrides)
     return TrainConfig(**base)
 

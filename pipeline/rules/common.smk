@@ -58,6 +58,14 @@ def get_local_store(wildcards):
     return [store] if store else []
 
 
+def get_train_threads(train):
+    """Cores the pose `train` rule uses: its threads times its data-parallel processes, or times the
+    ensemble members it trains side by side (`train.ensemble_jobs`, only with one process)."""
+    if train["processes"] > 1:
+        return train["threads"] * train["processes"]
+    return train["threads"] * max(1, min(train["ensemble_jobs"], len(train["ensemble"])))
+
+
 def get_shard_files(stage, name):
     """One file per shard: data/<stage>/shard-NNN/<name>."""
     return [data_path(stage, f"shard-{s}", name) for s in SHARD_IDS]

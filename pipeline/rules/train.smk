@@ -17,7 +17,7 @@ rule train:
         packed=lambda wildcards, input: os.path.dirname(input.keypoints),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
         work_dir=data_path("cache", "train"),
-    threads: config["train"]["threads"] * config["train"]["processes"]
+    threads: get_train_threads(config["train"])
     resources:
         gpu=1 if config["train"]["device"].startswith("cuda") else 0,
     log:
