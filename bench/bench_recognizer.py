@@ -47,6 +47,11 @@ _CONFORMER = {"train.model": "pose_conformer"}
 _REGULARIZE = {"features.interpolate_max_gap": 6, "train.augment.hand_drop_prob": 0.3,
                "train.mixup_alpha": 0.2, "train.mixup_prob": 0.5}
 
+_THREE = {"canonical_a": {"model": "pose_conformer", "seed": 0, "flip_prob": 0.0},
+          "canonical_b": {"model": "pose_conformer", "seed": 1, "flip_prob": 0.0},
+          "mirrored": {"model": "pose_conformer", "seed": 2, "flip_prob": 0.5}}
+_FOUR = {**_THREE, "mirrored_b": {"model": "pose_conformer", "seed": 3, "flip_prob": 0.5}}
+
 ROWS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline": ("the previous model: pose transformer, mirror augmentation, 60 epochs",
                  {"train.model": "pose_transformer", "features.canonical_hand": False, "train.flip_tta": False,
@@ -66,6 +71,11 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
                     {**_CONFORMER, **_CANONICAL, **_REGULARIZE, "train.epochs": 60, "train.ensemble": {}}),
     "longer": ("+ 120 epochs (no gap interpolation, hand dropout or mixup)",
                {**_CONFORMER, **_CANONICAL, "train.epochs": 120, "train.ensemble": {}}),
+    "three": ("an ensemble of three conformers, 80 epochs each: two canonical, one on mirrored clips with flip TTA",
+              {"train.ensemble": _THREE, "train.epochs": 80}),
+    "four": ("+ a fourth member, a second one on mirrored clips", {"train.ensemble": _FOUR, "train.epochs": 80}),
+    "four_regularized": ("+ gap interpolation, hand dropout, mixup in each of the four",
+                         {"train.ensemble": _FOUR, "train.epochs": 80, **_REGULARIZE}),
     "committed": ("the committed params.yaml: an ensemble of three conformers (80 epochs each; two canonical, "
                   "one on mirrored clips with flip TTA)", {}),
 }

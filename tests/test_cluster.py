@@ -221,10 +221,11 @@ def test_slurm_profile_submits_jobs_with_its_resources(repo: Path, cluster_run: 
 
     The plugin waits 40 s after a finished job before it polls again, so a chain of jobs would take
     minutes: the three jobs are forced by three Snakemake processes at once (``--nolock``; they read
-    and write disjoint files), each submitting one job. The train process starts first and the others
-    only once it has submitted: its DAG reaches every shard, and a shard being rewritten (marked
-    incomplete, or newer than what was built from it) while it plans would make it re-run that shard's
-    pose job too.
+    and write disjoint files), each submitting one job. Each process starts once the one before has
+    submitted, in the order train, pose, acquire: a process's DAG reaches further than its target
+    (train's every shard; pose's the coverage report, built from every shard's clips), and a shard
+    being rewritten (marked incomplete, or newer than what was built from it) while a process plans
+    would make it submit that shard's jobs again (seen: acquire of shard 000 and coverage twice).
     """
     bin_dir, state = tmp_path / "bin", tmp_path / "state"
     bin_dir.mkdir()
@@ -244,11 +245,13 @@ def test_slurm_profile_submits_jobs_with_its_resources(repo: Path, cluster_run: 
         return subprocess.Popen([*cmd, target], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
 
-    train = start(targets[-1])
+    procs: list[subprocess.Popen[str]] = []
     deadline = time.monotonic() + 600
-    while not list(state.glob("*.json")) and train.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    procs = [*(start(target) for target in targets[:-1]), train]
+    for target in reversed(targets):  # train, then pose, then acquire: each once the one before has submitted
+        procs.insert(0, start(target))
+        while (len(list(state.glob("*.json"))) < len(procs) and procs[0].poll() is None
+               and time.monotonic() < deadline):
+            time.sleep(0.5)
     outs = [proc.communicate(timeout=1200)[0] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], "\n".join(outs)
 

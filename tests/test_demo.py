@@ -67,7 +67,12 @@ def test_demo_keeps_to_its_own_folders_and_logs_progress(demo: tuple[Path, str])
     assert re.search(TIMESTAMP + r"sldata.progress: pose shard-000: started, \d+ clips to do$", pose_log, re.M)
     assert re.search(TIMESTAMP + r"sldata.progress: pose shard-000: done, (\d+)/\1 clips", pose_log, re.M)
     train_log = (root / "logs/demo/train.log").read_text()
-    assert re.search(TIMESTAMP + r"sltrain.live: epoch 3/3 \(100.0%\), [\d.]+ s/epoch, .*ETA 0s$", train_log, re.M)
+    # Ensemble members train side by side (train.ensemble_jobs): each line names its member.
+    train = yaml.safe_load((root / "params.yaml").read_text())["train"]
+    for member in (train["ensemble"] if train["ensemble_jobs"] > 1 else None) or [None]:
+        tag = rf"\[{member}\] " if member else ""
+        assert re.search(TIMESTAMP + rf"sltrain.live: {tag}epoch 3/3 \(100.0%\), [\d.]+ s/epoch, .*ETA 0s$", train_log,
+                         re.M), member
     history = pd.read_csv(root / "data/demo/train/history.csv")
     assert history["epoch"].tolist() == [1, 2, 3]
     live = pd.read_csv(root / "data/demo/train/dvclive/plots/metrics/val_top1.tsv", sep="\t")

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.pipeline
 
 # Two glosses with 15 clips each in ../shared/data (12 train, 3 val): fewer clips than the
 # builder's one gloss, yet a real 2 x 2 confusion matrix and losses that depend on the lr.
-CLASSES = "africa,same"
+CLASSES = ["africa", "same"]
 QUEUED, IN_WORKSPACE = "lr-low", "lr-high"
 LRS = {QUEUED: "0.0005", IN_WORKSPACE: "0.005"}
 PREPARATION = ("manifest", "subset", "acquire", "coverage", "pose", "pack_pose")
@@ -200,7 +200,7 @@ def test_plots_diff_shows_curves_and_confusion_side_by_side(exps: Experiments, t
     assert plots["loss"][0]["content"]["encoding"]["color"]["field"] == "rev"
     assert plots["confusion"][0]["content"]["facet"]["column"]["field"] == "rev"
     confusion_rows = plots["confusion"][0]["content"]["data"]["values"]
-    assert {row["actual"] for row in confusion_rows} == set(CLASSES.split(","))
+    assert {row["actual"] for row in confusion_rows} == set(CLASSES)
 
     html = tmp_path / "plots"
     dvc(repo, "plots", "diff", QUEUED, IN_WORKSPACE, "-o", str(html))

@@ -59,8 +59,8 @@ def get_local_store(wildcards):
 
 
 def get_train_threads(train):
-    """Cores the pose `train` rule uses: its threads times its data-parallel processes, or times the
-    ensemble members it trains side by side (`train.ensemble_jobs`, only with one process)."""
+    """Cores of the pose model's training job: `threads` times its data-parallel processes, or times
+    the ensemble members it trains side by side (`train.ensemble_jobs`, only with one process)."""
     if train["processes"] > 1:
         return train["threads"] * train["processes"]
     return train["threads"] * max(1, min(train["ensemble_jobs"], len(train["ensemble"])))
