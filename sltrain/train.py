@@ -449,7 +449,6 @@ def _fit_member_process(name: str, packed_dir: str, label_map_path: str, work: s
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT.replace("%(message)s", f"[{name}] %(message)s"),
                         datefmt=LOG_DATEFMT, force=True)
-    torch.set_num_threads(one.threads)
     clips, spec, description = _pose_clips(packed_dir, feature_cfg)
     return fit_pose_model(clips, spec, description, one, feature_cfg, params, label_map_path, Path(work) / "out",
                           work, progress, None, samples_path, packed_dir)
