@@ -47,7 +47,7 @@ _CONFORMER = {"train.model": "pose_conformer"}
 _REGULARIZE = {"features.interpolate_max_gap": 6, "train.augment.hand_drop_prob": 0.3,
                "train.mixup_alpha": 0.2, "train.mixup_prob": 0.5}
 
-# The committed three members (as params.yaml has them today), so the four-member rows stay fixed.
+# The three members committed before the fourth (a second on mirrored clips), and the four committed today.
 _THREE = {"canonical_a": {"model": "pose_conformer", "seed": 0, "flip_prob": 0.0},
           "canonical_b": {"model": "pose_conformer", "seed": 1, "flip_prob": 0.0},
           "mirrored": {"model": "pose_conformer", "seed": 2, "flip_prob": 0.5}}
@@ -72,11 +72,11 @@ ROWS: dict[str, tuple[str, dict[str, Any]]] = {
                     {**_CONFORMER, **_CANONICAL, **_REGULARIZE, "train.epochs": 60, "train.ensemble": {}}),
     "longer": ("+ 120 epochs (no gap interpolation, hand dropout or mixup)",
                {**_CONFORMER, **_CANONICAL, "train.epochs": 120, "train.ensemble": {}}),
-    "four": ("+ a fourth member, a second one on mirrored clips", {"train.ensemble": _FOUR, "train.epochs": 80}),
+    "three": ("an ensemble of three conformers, 80 epochs each: two canonical, one on mirrored clips with flip TTA "
+              "(committed before the fourth member)", {"train.ensemble": _THREE, "train.epochs": 80}),
+    "committed": ("the committed params.yaml: + a fourth member, a second one on mirrored clips", {}),
     "four_regularized": ("+ gap interpolation, hand dropout, mixup in each of the four",
                          {"train.ensemble": _FOUR, "train.epochs": 80, **_REGULARIZE}),
-    "committed": ("the committed params.yaml: an ensemble of three conformers (80 epochs each; two canonical, "
-                  "one on mirrored clips with flip TTA)", {}),
 }
 
 
