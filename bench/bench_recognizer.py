@@ -137,19 +137,24 @@ tests/test_recognizer.py)."""
 def import_pipeline_run(train_dir: Path, benchmark_tsv: Path, base: dict[str, Any]) -> dict[str, Any]:
     """The ``committed`` seed-0 result from ``make all``'s own train stage, instead of training it again.
 
-    The stage's checkpoint records the ``features``, ``train`` and ``models`` sections it ran with;
-    they must equal :func:`row_params` of ``committed`` with seed 0 except for :data:`RUNTIME_KEYS`
-    (else ``SystemExit``). CPU and wall time come from the rule's Snakemake benchmark file.
+    The stage's checkpoint records the params it ran with, as the train stage reads them (its keys
+    in :mod:`sldata.stages`: ``features``, ``train`` and the pose models' settings); they must equal
+    :func:`row_params` of ``committed`` with seed 0, seen the same way, except for
+    :data:`RUNTIME_KEYS` (else ``SystemExit``). CPU and wall time come from the rule's Snakemake
+    benchmark file.
     """
     import csv
 
     import torch
 
+    from sldata.stages import stage_params
+
     ckpt = torch.load(train_dir / "model.pt", map_location="cpu", weights_only=False)
     ran = ckpt.get("params") or {}
     want = row_params(base, "committed", 0)
+    seen = stage_params(want, "train")
     for section in ("features", "train", "models"):
-        a, b = dict(ran.get(section, {})), dict(want[section])
+        a, b = dict(ran.get(section, {})), dict(seen[section])
         if section == "train":
             for key in RUNTIME_KEYS:
                 a.pop(key, None)
