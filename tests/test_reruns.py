@@ -170,20 +170,17 @@ def repo(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Path:
     run([sys.executable, "-m", "snakemake", "--cores", "2", "all"], root)
     stages = [*STAGES_BEFORE_POSE, "pose", "pack_pose", "pose_summary", "train", "evaluate", "export"]
     run([sys.executable, "-m", "dvc", "commit", "--force", *stages], root)
+    # `dvc commit` may relink an output (data/train/model.pt) with a new mtime, which makes the jobs
+    # after it look older than their input to Snakemake: touch the outputs again, in DAG order.
+    run([sys.executable, "-m", "snakemake", "--cores", "1", "--touch", "all"], root)
     assert "up to date" in run([sys.executable, "-m", "dvc", "status", "--with-deps", "export", "pose_summary"], root)
+    assert "Nothing to be done" in run([sys.executable, "-m", "snakemake", "-n", "all"], root)
     return root
 
 
 @pytest.mark.pipeline
 def test_vtn_settings_and_runtime_knobs_rerun_nothing_of_the_pose_model(repo: Path) -> None:
     """A `models.vtn` value is read by train_hands alone; worker and thread counts by no stage."""
-    def planned() -> tuple[str, str]:
-        """The jobs ``snakemake -n all`` plans, and its output."""
-        out = run([sys.executable, "-m", "snakemake", "-n", "all"], repo)
-        return ("nothing" if "Nothing to be done" in out else str(sorted(job_stats(out).items()))), out
-
-    # (`dvc commit` in the fixture may rewrite data/train/model.pt, so evaluate may be planned already.)
-    before, _ = planned()
     params = (repo / "params.yaml").read_text()
     set_param(repo, "models.vtn.d_model", 32)
     set_param(repo, "models.vtn.num_layers", 3)
@@ -191,9 +188,8 @@ def test_vtn_settings_and_runtime_knobs_rerun_nothing_of_the_pose_model(repo: Pa
     set_param(repo, "train.threads", 2)
     set_param(repo, "frames.workers", 1)
     try:
-        jobs, dry = planned()
-        assert "params have changed" not in dry.lower()
-        assert jobs == before
+        dry = run([sys.executable, "-m", "snakemake", "-n", "all"], repo)
+        assert "Nothing to be done" in dry, sorted(job_stats(dry).items())
         status = run([sys.executable, "-m", "dvc", "status", "--with-deps", "export", "pose_summary"], repo)
         assert "up to date" in status, status  # (train_hands depends on models.vtn: tests/test_stages.py)
     finally:
