@@ -22,6 +22,12 @@ Hands (``HandLandmarksFromPoseCpu``, each side)
     the hand and its landmarks' ROI still agrees with the recrop ROI (rotation, translation,
     scale, landmarks inside), that tracking ROI is kept. The hand landmark model (224 px) gives
     21 points when its presence score is > 0.5.
+Hand second chance (``hand_second_chance=True``; off by default, and not part of Holistic)
+    A side the tracker lost gets palm detection (``PalmDetectionCpu``: 192 px, 2016 SSD boxes,
+    weighted NMS) on a square around the pose wrist; the best palm near that wrist becomes a hand
+    ROI as ``PalmDetectionDetectionToRoi`` makes it, or else the previous frame's hand ROI is
+    tried; the landmarks are kept only when they pass plausibility gates (near the pose wrist,
+    not the other hand, on the picture). The tracker never sees these hands.
 Face (``FaceLandmarksFromPoseCpu``, skipped when ``face="none"``)
     The pose's 11 face points give an ROI (x3) where the short-range face detector runs; its
     first detection gives the face ROI, tracked the same way from the previous landmarks; the
