@@ -11,7 +11,8 @@ palm detection around the pose wrist, or ``previous``, the previous frame's hand
 tracker's own hands are the rest, so one pass gives both numbers:
 
 * hand-present rate per side and overall (hands / (2 x keypoint frames)), before (the tracker
-  alone, what the engine gives with the option off) and after, and the hands added;
+  alone, what the engine gives with the option off) and after, and the hands added; and the
+  share of keypoint frames with any hand, before and after;
 * a false-hand proxy: of the added hands, the share on frames where the pose wrist is outside
   the frame (x or y outside [-0.02, 1.02]), outside the picture (the clip's non-black area:
   WLASL100 clips are letterboxed to 256x256; rows and columns whose brightest pixel over the
@@ -130,13 +131,17 @@ def count_clip(kp: np.ndarray, recovered: list[dict[str, str]], picture: tuple[f
     est
         The engine (for the part slices).
     into
-        ``side -> counters`` (:func:`new_counts`), updated in place.
+        ``side -> counters`` (:func:`new_counts`), updated in place; its ``any_hand`` entry
+        counts the frames with a hand before and after.
     listed
         When given, one row per added hand is appended (for ``--list``).
     clip_id
         The clip's name in those rows.
     """
     for t in range(len(kp)):
+        found = [np.isfinite(kp[t, est._slices[side], 0]).any() for side in SIDES]
+        into["any_hand"]["before"] += int(any(f and side not in recovered[t] for f, side in zip(found, SIDES)))
+        into["any_hand"]["after"] += int(any(found))
         for side in SIDES:
             if not np.isfinite(kp[t, est._slices[side], 0]).any():
                 continue
@@ -179,25 +184,34 @@ def run_on(est: OpenVinoHolisticEstimator, frames: list[np.ndarray]) -> tuple[np
 
 
 def mediapipe_rates(folder: Path, video_ids: set[str]) -> dict[str, Any]:
-    """MediaPipe Holistic's hand-present rates on ``video_ids`` from the pose shards in ``folder``."""
-    import pyarrow.parquet as pq
+    """MediaPipe Holistic's hand-present rates on ``video_ids`` from the pose shards in ``folder``.
 
-    cols = ["sample_id", "status", "num_frames", "frames_with_left_hand", "frames_with_right_hand"]
+    Clips are matched by ``sample_id`` (``wlasl-<video id>``); the counts are
+    :func:`sldata.pose.summary.detection_counts` of the stored keypoints.
+    """
+    from sldata.pose.store import read_pose_shard
+    from sldata.pose.summary import detection_counts
+
     shards = sorted(folder.glob("shard-*.parquet"))
     if not shards:
         raise SystemExit(f"no shard-*.parquet in {folder}")
-    tot = {"clips": 0, "frames": 0, "left_hand": 0, "right_hand": 0}
+    tot = {"clips": 0, "frames": 0, "left_hand": 0, "right_hand": 0, "any_hand": 0}
     for shard in shards:
-        table = pq.read_table(shard, columns=cols).to_pandas()
-        table = table[table["sample_id"].str.removeprefix("wlasl-").isin(video_ids) & (table["status"] != "failed")]
-        tot["clips"] += len(table)
-        tot["frames"] += int(table["num_frames"].sum())
-        tot["left_hand"] += int(table["frames_with_left_hand"].sum())
-        tot["right_hand"] += int(table["frames_with_right_hand"].sum())
+        _, keypoints, skeleton = read_pose_shard(shard)
+        for sample_id, kp in keypoints.items():
+            if sample_id.removeprefix("wlasl-") not in video_ids:
+                continue
+            c = detection_counts(np.asarray(kp), skeleton)
+            tot["clips"] += 1
+            tot["frames"] += c["num_frames"]
+            tot["left_hand"] += c["frames_with_left_hand"]
+            tot["right_hand"] += c["frames_with_right_hand"]
+            tot["any_hand"] += c["frames_with_any_hand"]
     frames = max(tot["frames"], 1)
     return {**tot, "shards": str(folder), "rate_left_hand": tot["left_hand"] / frames,
             "rate_right_hand": tot["right_hand"] / frames,
-            "rate_overall": (tot["left_hand"] + tot["right_hand"]) / (2 * frames)}
+            "rate_overall": (tot["left_hand"] + tot["right_hand"]) / (2 * frames),
+            "rate_any_hand": tot["any_hand"] / frames}
 
 
 def timing(paths: list[Path], frame_step: int, face: str, threads: int) -> dict[str, Any]:
@@ -242,6 +256,7 @@ def run(paths: list[Path], frame_step: int, face: str, threads: int, verify_clip
     est = OpenVinoHolisticEstimator(face=face, threads=threads, hand_second_chance=True)
     off = OpenVinoHolisticEstimator(face=face, threads=threads) if verify_clips else None
     counts = {side: new_counts() for side in SIDES}
+    counts["any_hand"] = {"before": 0, "after": 0}
     frames = body_frames = verified = 0
     mismatches: list[str] = []
     start = time.perf_counter()
@@ -260,12 +275,14 @@ def run(paths: list[Path], frame_step: int, face: str, threads: int, verify_clip
         frames += len(kp)
         body_frames += int(np.isfinite(kp[:, est._slices["body"], 0]).any(axis=1).sum())
         if (i + 1) % 50 == 0 or i + 1 == len(paths):
-            added = sum(c["added"] for c in counts.values())
+            added = sum(counts[side]["added"] for side in SIDES)
             print(f"  {i + 1}/{len(paths)} clips, {frames} frames, {added} hands added, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     summary: dict[str, Any] = {
         "clips": len(paths), "frames": frames, "frames_with_body": body_frames, "frame_step": frame_step,
-        "face": face, "threads": threads, "rates": rates(counts, frames),
+        "face": face, "threads": threads, "rates": rates({side: counts[side] for side in SIDES}, frames),
+        "any_hand": {**counts["any_hand"], "rate_before": counts["any_hand"]["before"] / max(frames, 1),
+                     "rate_after": counts["any_hand"]["after"] / max(frames, 1)},
         "verify": {"clips": verified, "equal": verified - len(mismatches), "mismatches": mismatches},
         "wall_s": time.perf_counter() - start}
     if timing_clips:
@@ -286,6 +303,8 @@ def report(summary: dict[str, Any]) -> None:
                            for p in ("outside_frame", "outside_picture", "low_visibility"))
         print(f"  {name:<11} {r['rate_before']:8.1%} {r['rate_after']:8.1%} {r['added']:7d} {r['added_palm']:6d} "
               f"{r['added_previous']:6d}  {proxies}")
+    a = summary["any_hand"]
+    print(f"  frames with any hand: before {a['rate_before']:.1%}, after {a['rate_after']:.1%}")
     v = summary["verify"]
     print(f"\nbefore == option off: {v['equal']}/{v['clips']} clips equal"
           + (f" (differ: {', '.join(v['mismatches'])})" if v["mismatches"] else ""))
@@ -296,7 +315,7 @@ def report(summary: dict[str, Any]) -> None:
     if "mediapipe" in summary:
         m = summary["mediapipe"]
         print(f"MediaPipe Holistic on the same {m['clips']} clips: left {m['rate_left_hand']:.1%}, "
-              f"right {m['rate_right_hand']:.1%}, overall {m['rate_overall']:.1%}")
+              f"right {m['rate_right_hand']:.1%}, overall {m['rate_overall']:.1%}, any hand {m['rate_any_hand']:.1%}")
     print(f"wall {summary['wall_s']:.0f} s, load {summary['load_avg_1min']:.1f}")
 
 
