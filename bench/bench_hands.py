@@ -253,6 +253,7 @@ def run(paths: list[Path], frame_step: int, face: str, threads: int, verify_clip
         timing_clips: int, mediapipe_pose: Path | None = None,
         listed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The whole bench on ``paths``; the summary :func:`report` prints (added hands go to ``listed``)."""
+    compare = mediapipe_rates(mediapipe_pose, {p.stem for p in paths}) if mediapipe_pose is not None else None
     est = OpenVinoHolisticEstimator(face=face, threads=threads, hand_second_chance=True)
     off = OpenVinoHolisticEstimator(face=face, threads=threads) if verify_clips else None
     counts = {side: new_counts() for side in SIDES}
@@ -287,8 +288,8 @@ def run(paths: list[Path], frame_step: int, face: str, threads: int, verify_clip
         "wall_s": time.perf_counter() - start}
     if timing_clips:
         summary["timing"] = timing(pick_clips(paths[0].parent, timing_clips), frame_step, face, threads)
-    if mediapipe_pose is not None:
-        summary["mediapipe"] = mediapipe_rates(mediapipe_pose, {p.stem for p in paths})
+    if compare is not None:
+        summary["mediapipe"] = compare
     summary["load_avg_1min"] = os.getloadavg()[0]
     return summary
 
