@@ -503,7 +503,7 @@ PALM_GATE = 0.6
 WRIST_GATE = 0.5
 """A recovered hand is kept only when its wrist landmark is this close to the pose wrist (shoulder widths)."""
 FRAME_MARGIN = 0.1
-"""The second chance runs only for a pose wrist within the frame widened by this much (normalized)."""
+"""The second chance runs for a pose wrist outside the frame only when it is within this margin (normalized)."""
 MAX_HAND_IOU = 0.3
 """A recovered hand whose box overlaps the other hand's by more IoU than this is rejected."""
 MAX_OFF_PICTURE = 0.25
@@ -663,6 +663,19 @@ def off_picture(points: np.ndarray, frame: np.ndarray) -> np.ndarray:
     cols = np.clip(col[:, None, None] + offsets[None, None, :], 0, width - 1)
     black = frame[rows, cols].max(axis=(1, 2, 3)) <= BLACK_LEVEL
     return ~inside | black
+
+
+def wrist_in_view(wrist: np.ndarray, frame: np.ndarray) -> bool:
+    """Whether a lost hand can be in view: its pose ``wrist`` is on the picture, or just outside the frame.
+
+    Inside the frame the wrist must not be on black (:func:`off_picture`: a wrist in a letterbox
+    bar has its hand out of the picture); outside, it must be within :data:`FRAME_MARGIN`. This
+    spares the palm detector most frames where the hand is out of view.
+    """
+    x, y = float(wrist[0]), float(wrist[1])
+    if 0.0 <= x < 1.0 and 0.0 <= y < 1.0:
+        return not bool(off_picture(np.array([[x, y]]), frame)[0])
+    return near_frame(wrist)
 
 
 def plausible_hand(hand: np.ndarray, wrist: np.ndarray, other_wrist: np.ndarray, other_hand: np.ndarray | None,
@@ -891,7 +904,7 @@ class OpenVinoHolisticSession:
                        other_hand: np.ndarray | None) -> tuple[np.ndarray, str] | None:
         """A hand the tracker lost on ``side``, found again near the pose wrist, and how; or ``None``.
 
-        Runs when the pose wrist is near the frame (:func:`near_frame`). First ``palm``: palm
+        Runs when the pose wrist may be in view (:func:`wrist_in_view`). First ``palm``: palm
         detection on a square of :data:`SEARCH_SIDE` shoulder widths around the wrist, the best
         palm that can be this side's (:func:`pick_palm`) turned into a hand ROI
         (:func:`palm_rect`) and the hand landmark model run on it. Failing that, ``previous``:
@@ -918,7 +931,7 @@ class OpenVinoHolisticSession:
         height, width = frame.shape[:2]
         this, other = (_LEFT_HAND_FROM_POSE, _RIGHT_HAND_FROM_POSE)[::1 if side == "left_hand" else -1]
         wrist, other_wrist = body[this[0]], body[other[0]]
-        if not near_frame(wrist):
+        if not wrist_in_view(wrist, frame):
             return None
         scale = body_scale(body, width, height)
         rois = []
