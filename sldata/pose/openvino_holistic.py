@@ -502,8 +502,6 @@ PALM_GATE = 0.6
 """A palm is kept only when its wrist keypoint is this close to the pose wrist (shoulder widths)."""
 WRIST_GATE = 0.5
 """A recovered hand is kept only when its wrist landmark is this close to the pose wrist (shoulder widths)."""
-FRAME_MARGIN = 0.1
-"""The second chance runs for a pose wrist outside the frame only when it is within this margin (normalized)."""
 MAX_HAND_IOU = 0.3
 """A recovered hand whose box overlaps the other hand's by more IoU than this is rejected."""
 MAX_OFF_PICTURE = 0.25
@@ -535,12 +533,6 @@ def body_scale(body: np.ndarray, width: int, height: int) -> float:
     dx = (float(body[11, 0]) - float(body[12, 0])) * width
     dy = (float(body[11, 1]) - float(body[12, 1])) * height
     return max(math.hypot(dx, dy), MIN_BODY_SCALE * min(width, height))
-
-
-def near_frame(point: np.ndarray, margin: float = FRAME_MARGIN) -> bool:
-    """Whether the normalized ``point`` (x, y) lies within the frame widened by ``margin`` on every side."""
-    x, y = float(point[0]), float(point[1])
-    return -margin <= x <= 1.0 + margin and -margin <= y <= 1.0 + margin
 
 
 def search_rect(centre: np.ndarray, side_px: float, width: int, height: int) -> Rect:
@@ -666,16 +658,13 @@ def off_picture(points: np.ndarray, frame: np.ndarray) -> np.ndarray:
 
 
 def wrist_in_view(wrist: np.ndarray, frame: np.ndarray) -> bool:
-    """Whether a lost hand can be in view: its pose ``wrist`` is on the picture, or just outside the frame.
+    """Whether a lost hand can be in view: its pose ``wrist`` is on the picture (:func:`off_picture`).
 
-    Inside the frame the wrist must not be on black (:func:`off_picture`: a wrist in a letterbox
-    bar has its hand out of the picture); outside, it must be within :data:`FRAME_MARGIN`. This
+    A wrist outside the frame or on black (a letterbox bar) has its hand out of the picture:
+    hands found there were false in every overlay looked at (bench/README.md), and skipping them
     spares the palm detector most frames where the hand is out of view.
     """
-    x, y = float(wrist[0]), float(wrist[1])
-    if 0.0 <= x < 1.0 and 0.0 <= y < 1.0:
-        return not bool(off_picture(np.array([[x, y]]), frame)[0])
-    return near_frame(wrist)
+    return not bool(off_picture(np.asarray(wrist, dtype=np.float64)[None, :2], frame)[0])
 
 
 def plausible_hand(hand: np.ndarray, wrist: np.ndarray, other_wrist: np.ndarray, other_hand: np.ndarray | None,
