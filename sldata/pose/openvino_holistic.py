@@ -22,6 +22,12 @@ Hands (``HandLandmarksFromPoseCpu``, each side)
     the hand and its landmarks' ROI still agrees with the recrop ROI (rotation, translation,
     scale, landmarks inside), that tracking ROI is kept. The hand landmark model (224 px) gives
     21 points when its presence score is > 0.5.
+Hand second chance (``hand_second_chance=True``; off by default, and not part of Holistic)
+    A side the tracker lost gets palm detection (``PalmDetectionCpu``: 192 px, 2016 SSD boxes,
+    weighted NMS) on a square around the pose wrist; the best palm near that wrist becomes a hand
+    ROI as ``PalmDetectionDetectionToRoi`` makes it, or else the previous frame's hand ROI is
+    tried; the landmarks are kept only when they pass plausibility gates (near the pose wrist,
+    not the other hand, on the picture). The tracker never sees these hands.
 Face (``FaceLandmarksFromPoseCpu``, skipped when ``face="none"``)
     The pose's 11 face points give an ROI (x3) where the short-range face detector runs; its
     first detection gives the face ROI, tracked the same way from the previous landmarks; the
@@ -71,6 +77,8 @@ MODEL_FILES = {
     "face_landmark": "face_landmark/face_landmark.tflite",
 }
 """The models, relative to the mediapipe wheel's ``modules`` folder."""
+PALM_MODEL = "palm_detection/palm_detection_full.tflite"
+"""The palm detector (192 px, 2016 SSD boxes, 7 keypoints), loaded only for the hand second chance."""
 PRECISIONS = ("f32", "bf16")
 SIGNED_INPUT = ("pose_detection", "face_detection")
 """Models whose input pixels are in -1..1 (the others take 0..1)."""
@@ -325,19 +333,16 @@ class Detection:
     keypoints: np.ndarray
 
 
-def first_detection(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, scale: float,
-                    num_keypoints: int, min_score: float, iou_threshold: float = 0.3) -> Detection | None:
-    """The best detection after MediaPipe's weighted non-maximum suppression (or ``None``).
+def decode_ssd(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, scale: float,
+               num_keypoints: int, min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores ``[n]``, boxes ``[n, 4]`` and keypoints ``[n, k, 2]`` of the SSD outputs scoring >= ``min_score``.
 
-    Decodes SSD boxes (x, y, w, h order, fixed anchors, coordinates divided by ``scale``),
-    keeps scores (sigmoid of the clipped logit) >= ``min_score``, and averages, weighted by
-    score, every box overlapping the best one by IoU > ``iou_threshold`` (``WEIGHTED`` NMS's
-    first output).
+    MediaPipe's ``TensorsToDetectionsCalculator`` with fixed-size anchors: boxes in (x, y, w, h)
+    order, coordinates divided by ``scale`` and offset by the anchor centre, scores the sigmoid
+    of the clipped logit; boxes of negative size are dropped. Boxes are ``(xmin, ymin, xmax, ymax)``.
     """
     scores = _sigmoid(np.clip(raw_scores.reshape(-1), -100.0, 100.0))
     keep = np.flatnonzero(scores >= min_score)
-    if keep.size == 0:
-        return None
     raw = raw_boxes.reshape(raw_boxes.shape[-2], raw_boxes.shape[-1])[keep]
     anc = anchors[keep]
     cx = raw[:, 0] / scale + anc[:, 0]
@@ -346,25 +351,63 @@ def first_detection(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.n
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     kps = raw[:, 4:4 + 2 * num_keypoints].reshape(-1, num_keypoints, 2) / scale + anc[:, None, :]
     valid = (w >= 0) & (h >= 0)
-    boxes, kps, sc = boxes[valid], kps[valid], scores[keep][valid]
-    if sc.size == 0:
-        return None
-    order = np.argsort(-sc, kind="stable")
-    top = order[0]
-    ix0 = np.maximum(boxes[:, 0], boxes[top, 0])
-    iy0 = np.maximum(boxes[:, 1], boxes[top, 1])
-    ix1 = np.minimum(boxes[:, 2], boxes[top, 2])
-    iy1 = np.minimum(boxes[:, 3], boxes[top, 3])
+    return scores[keep][valid], boxes[valid], kps[valid]
+
+
+def box_iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Intersection over union of each of ``boxes`` ``[n, 4]`` with ``box`` ``[4]`` (xmin, ymin, xmax, ymax)."""
+    ix0 = np.maximum(boxes[:, 0], box[0])
+    iy0 = np.maximum(boxes[:, 1], box[1])
+    ix1 = np.minimum(boxes[:, 2], box[2])
+    iy1 = np.minimum(boxes[:, 3], box[3])
     inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + area[top] - inter
-    iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-    cand = iou > iou_threshold
-    cand[top] = True
+    union = area + (box[2] - box[0]) * (box[3] - box[1]) - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _merged(boxes: np.ndarray, kps: np.ndarray, sc: np.ndarray, top: int, cand: np.ndarray) -> Detection:
+    """The score-weighted average of the candidates ``cand`` (a mask), scored as ``top``."""
     wts = sc[cand][:, None]
     box = (boxes[cand] * wts).sum(axis=0) / wts.sum()
     kp = (kps[cand] * wts[:, :, None]).sum(axis=0) / wts.sum()
     return Detection(float(sc[top]), box, kp)
+
+
+def first_detection(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, scale: float,
+                    num_keypoints: int, min_score: float, iou_threshold: float = 0.3) -> Detection | None:
+    """The best detection after MediaPipe's weighted non-maximum suppression (or ``None``).
+
+    Decodes the SSD outputs (:func:`decode_ssd`) and averages, weighted by score, every box
+    overlapping the best one by IoU > ``iou_threshold`` (``WEIGHTED`` NMS's first output).
+    """
+    sc, boxes, kps = decode_ssd(raw_boxes, raw_scores, anchors, scale, num_keypoints, min_score)
+    if sc.size == 0:
+        return None
+    top = int(np.argsort(-sc, kind="stable")[0])
+    cand = box_iou(boxes, boxes[top]) > iou_threshold
+    cand[top] = True
+    return _merged(boxes, kps, sc, top, cand)
+
+
+def all_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, scale: float,
+                   num_keypoints: int, min_score: float, iou_threshold: float = 0.3) -> list[Detection]:
+    """Every detection of MediaPipe's weighted non-maximum suppression, best first.
+
+    Like :func:`first_detection`, repeated: the best remaining box and every remaining box
+    overlapping it by IoU > ``iou_threshold`` are averaged into one detection and removed.
+    """
+    sc, boxes, kps = decode_ssd(raw_boxes, raw_scores, anchors, scale, num_keypoints, min_score)
+    out: list[Detection] = []
+    remaining = np.ones(sc.size, dtype=bool)
+    for top in np.argsort(-sc, kind="stable"):
+        if not remaining[top]:
+            continue
+        cand = remaining & (box_iou(boxes, boxes[top]) > iou_threshold)
+        cand[top] = True
+        out.append(_merged(boxes, kps, sc, int(top), cand))
+        remaining &= ~cand
+    return out
 
 
 # --------------------------------------------------------------------------- smoothing
@@ -451,13 +494,213 @@ class PoseFilter:
         return out[0], out[1]
 
 
+# --------------------------------------------------------------------------- hand second chance
+
+SEARCH_SIDE = 1.5
+"""Side of the square searched for a palm around a pose wrist, in shoulder widths."""
+PALM_GATE = 0.6
+"""A palm is kept only when its wrist keypoint is this close to the pose wrist (shoulder widths)."""
+WRIST_GATE = 0.5
+"""A recovered hand is kept only when its wrist landmark is this close to the pose wrist (shoulder widths)."""
+MAX_HAND_IOU = 0.3
+"""A recovered hand whose box overlaps the other hand's by more IoU than this is rejected."""
+MAX_OFF_PICTURE = 0.25
+"""A recovered hand is rejected when more than this share of its landmarks lie off the picture:
+outside the frame or on black pixels (letterbox bars: WLASL's clips are letterboxed to 256x256)."""
+BLACK_LEVEL = 12
+"""A landmark is on black when no pixel of the 5x5 patch around it is brighter than this (any channel)."""
+PALM_MIN_SCORE = 0.5
+"""Score threshold of the palm detector (``PalmDetectionCpu``'s)."""
+MIN_BODY_SCALE = 0.1
+"""Floor of the body scale (shoulder width), as a fraction of the frame's short side."""
+
+
+def body_scale(body: np.ndarray, width: int, height: int) -> float:
+    """Shoulder width in pixels (pose points 11 and 12), at least :data:`MIN_BODY_SCALE` of the short side.
+
+    Parameters
+    ----------
+    body
+        The 33 pose landmarks ``[33, >=2]``, normalized.
+    width, height
+        Frame size in pixels.
+
+    Returns
+    -------
+    float
+        The length the second chance's regions and gates are measured in.
+    """
+    dx = (float(body[11, 0]) - float(body[12, 0])) * width
+    dy = (float(body[11, 1]) - float(body[12, 1])) * height
+    return max(math.hypot(dx, dy), MIN_BODY_SCALE * min(width, height))
+
+
+def search_rect(centre: np.ndarray, side_px: float, width: int, height: int) -> Rect:
+    """An upright square of ``side_px`` pixels centred on the normalized ``centre``."""
+    return Rect(float(centre[0]), float(centre[1]), side_px / width, side_px / height, 0.0)
+
+
+def detection_to_frame(det: Detection, padded: tuple[float, float, float, float, float], width: int,
+                       height: int) -> Detection:
+    """``det`` from a crop tensor's 0..1 coordinates to the frame's (``padded``: :attr:`Crop.padded`).
+
+    Keypoints are mapped exactly; the box is the axis-aligned bounds of its mapped corners.
+    """
+    cx, cy, w, h, r = padded
+    cos_r, sin_r = math.cos(r), math.sin(r)
+
+    def to_frame(uv: np.ndarray) -> np.ndarray:
+        u, v = uv[:, 0] - 0.5, uv[:, 1] - 0.5
+        return np.stack([(w * cos_r * u - h * sin_r * v + cx) / width,
+                         (w * sin_r * u + h * cos_r * v + cy) / height], axis=1)
+
+    x0, y0, x1, y1 = (float(v) for v in det.box)
+    corners = to_frame(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+    box = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
+    return Detection(det.score, box, to_frame(np.asarray(det.keypoints, dtype=np.float64)))
+
+
+def palm_rect(det: Detection, width: int, height: int) -> Rect:
+    """The hand ROI of a palm detection (MediaPipe's ``PalmDetectionDetectionToRoi``).
+
+    The palm box, rotated so that the vector from palm keypoint 0 (wrist centre) to keypoint 2
+    (middle finger base) points up (90 degrees), shifted by half its height towards the
+    fingers, squared on its long side and scaled by 2.6.
+
+    Parameters
+    ----------
+    det
+        A palm detection in normalized frame coordinates (7 keypoints).
+    width, height
+        Frame size in pixels.
+
+    Returns
+    -------
+    Rect
+        The rect the hand landmark model is run on.
+    """
+    x0, y0, x1, y1 = (float(v) for v in det.box)
+    k0, k2 = det.keypoints[0], det.keypoints[2]
+    rot = _rotation(float(k0[0]) * width, float(k0[1]) * height, float(k2[0]) * width, float(k2[1]) * height,
+                    math.pi / 2)
+    return transform_rect(Rect((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0, rot), width, height, 2.6, -0.5)
+
+
+def _pixels(point: np.ndarray, width: int, height: int) -> np.ndarray:
+    return np.array([float(point[0]) * width, float(point[1]) * height])
+
+
+def hand_box(hand: np.ndarray) -> np.ndarray:
+    """Axis-aligned bounds ``(xmin, ymin, xmax, ymax)`` of hand landmarks ``[21, >=2]`` (normalized)."""
+    return np.concatenate([hand[:, :2].min(axis=0), hand[:, :2].max(axis=0)])
+
+
+def pick_palm(palms: list[Detection], wrist: np.ndarray, other_wrist: np.ndarray, other_hand: np.ndarray | None,
+              scale: float, width: int, height: int) -> Detection | None:
+    """The best-scoring palm that can be this side's hand, or ``None``.
+
+    A palm qualifies when its wrist keypoint is within :data:`PALM_GATE` shoulder widths of
+    ``wrist`` and nearer to it than to ``other_wrist`` (the other side's pose wrist), and its
+    centre is not inside ``other_hand``'s box (the other hand, already found this frame).
+
+    Parameters
+    ----------
+    palms
+        Detections in normalized frame coordinates, best first.
+    wrist, other_wrist
+        This side's and the other side's pose wrists (normalized x, y).
+    other_hand
+        The other side's hand landmarks ``[21, 3]`` found this frame, or ``None``.
+    scale
+        Body scale in pixels (:func:`body_scale`).
+    width, height
+        Frame size in pixels.
+    """
+    wrist_px, other_px = _pixels(wrist, width, height), _pixels(other_wrist, width, height)
+    taken = hand_box(other_hand) if other_hand is not None else None
+    for det in palms:
+        k0 = _pixels(det.keypoints[0], width, height)
+        near, other = np.hypot(*(k0 - wrist_px)), np.hypot(*(k0 - other_px))
+        if near > PALM_GATE * scale or near > other:
+            continue
+        cx, cy = (det.box[0] + det.box[2]) / 2, (det.box[1] + det.box[3]) / 2
+        if taken is not None and taken[0] <= cx <= taken[2] and taken[1] <= cy <= taken[3]:
+            continue
+        return det
+    return None
+
+
+def off_picture(points: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """Which of the normalized ``points`` ``[n, >=2]`` lie outside ``frame`` or on black (:data:`BLACK_LEVEL`).
+
+    Parameters
+    ----------
+    points
+        Landmarks, x and y normalized to the frame.
+    frame
+        The RGB uint8 frame ``[H, W, 3]``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``[n]`` bool.
+    """
+    height, width = frame.shape[:2]
+    x, y = points[:, 0] * width, points[:, 1] * height
+    inside = (x >= 0) & (x < width) & (y >= 0) & (y < height)
+    col = np.clip(np.nan_to_num(x).astype(np.int64), 0, width - 1)
+    row = np.clip(np.nan_to_num(y).astype(np.int64), 0, height - 1)
+    offsets = np.arange(-2, 3)
+    rows = np.clip(row[:, None, None] + offsets[None, :, None], 0, height - 1)
+    cols = np.clip(col[:, None, None] + offsets[None, None, :], 0, width - 1)
+    black = frame[rows, cols].max(axis=(1, 2, 3)) <= BLACK_LEVEL
+    return ~inside | black
+
+
+def wrist_in_view(wrist: np.ndarray, frame: np.ndarray) -> bool:
+    """Whether a lost hand can be in view: its pose ``wrist`` is on the picture (:func:`off_picture`).
+
+    A wrist outside the frame or on black (a letterbox bar) has its hand out of the picture:
+    hands found there were false in every overlay looked at (bench/README.md), and skipping them
+    spares the palm detector most frames where the hand is out of view.
+    """
+    return not bool(off_picture(np.asarray(wrist, dtype=np.float64)[None, :2], frame)[0])
+
+
+def plausible_hand(hand: np.ndarray, wrist: np.ndarray, other_wrist: np.ndarray, other_hand: np.ndarray | None,
+                   scale: float, width: int, height: int, frame: np.ndarray | None = None) -> bool:
+    """Whether recovered landmarks can be this side's hand (the gates that keep false hands out).
+
+    The hand's wrist landmark must lie within :data:`WRIST_GATE` shoulder widths of the pose
+    ``wrist`` and nearer to it than to ``other_wrist``; its box must not overlap ``other_hand``'s
+    by more than :data:`MAX_HAND_IOU`; and, given the ``frame``, at most :data:`MAX_OFF_PICTURE`
+    of its landmarks may lie off the picture (:func:`off_picture`).
+
+    Parameters
+    ----------
+    hand
+        The 21 recovered landmarks ``[21, 3]``, normalized.
+    wrist, other_wrist, other_hand, scale, width, height
+        As for :func:`pick_palm`.
+    frame
+        The RGB frame the hand was found in (``None``: no picture check).
+    """
+    lm_wrist = _pixels(hand[0], width, height)
+    near = np.hypot(*(lm_wrist - _pixels(wrist, width, height)))
+    if near > WRIST_GATE * scale or near > np.hypot(*(lm_wrist - _pixels(other_wrist, width, height))):
+        return False
+    if other_hand is not None and float(box_iou(hand_box(other_hand)[None], hand_box(hand))[0]) > MAX_HAND_IOU:
+        return False
+    return frame is None or float(off_picture(hand, frame).mean()) <= MAX_OFF_PICTURE
+
+
 # --------------------------------------------------------------------------- the engine
 
 
 class _Models:
     """The six compiled models of one estimator (shared by its sessions)."""
 
-    def __init__(self, threads: int, face: bool, precision: str = "f32") -> None:
+    def __init__(self, threads: int, face: bool, precision: str = "f32", palm: bool = False) -> None:
         import openvino as ov
 
         core = ov.Core()
@@ -467,7 +710,8 @@ class _Models:
         root = _modules_dir()
         keep_outputs = {"pose_landmark": (0, 1, 3), "hand_landmark": (0, 1)}  # no segmentation / world / handedness
         self.requests: dict[str, Any] = {}
-        for name, rel in MODEL_FILES.items():
+        files = {**MODEL_FILES, **({"palm_detection": PALM_MODEL} if palm else {})}
+        for name, rel in files.items():
             if not face and name.startswith("face"):
                 continue
             path = root / rel
@@ -510,6 +754,13 @@ class OpenVinoHolisticEstimator:
     precision
         OpenVINO's inference precision: ``f32`` (the default: MediaPipe's numbers) or ``bf16``
         (faster on CPUs with AMX/AVX-512 BF16, less exact; measured in docs/benchmarks.md).
+    hand_second_chance
+        Off (the default), the hands are Holistic's: found from the pose only. On, a hand side
+        the tracker lost gets a second chance (:meth:`OpenVinoHolisticSession._second_chance`):
+        palm detection around the pose wrist, then the hand landmark model, kept only when it
+        passes the plausibility gates. The tracker's own results and state are unchanged, so
+        the output with it on is the output with it off plus the recovered hands (each
+        session's ``recovered`` says which, and how they were found).
 
     Raises
     ------
@@ -520,21 +771,26 @@ class OpenVinoHolisticEstimator:
     """
 
     def __init__(self, face: str = "subset", model_complexity: int = 1, min_detection_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5, threads: int = 1, precision: str = "f32") -> None:
+                 min_tracking_confidence: float = 0.5, threads: int = 1, precision: str = "f32",
+                 hand_second_chance: bool = False) -> None:
         validate_holistic_settings(face, model_complexity, min_detection_confidence, min_tracking_confidence)
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
             raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if not isinstance(hand_second_chance, bool):
+            raise ValueError(f"hand_second_chance must be true or false, got {hand_second_chance!r}")
+        self.hand_second_chance = hand_second_chance
         self.model_complexity = model_complexity
         self.min_detection_confidence = float(min_detection_confidence)
         self.min_tracking_confidence = float(min_tracking_confidence)
         self.skeleton = openvino_skeleton(face, model_complexity)
         self._face_idx = np.asarray(face_indices(face), dtype=np.int64)
         self._slices = {part: self.skeleton.part_slice(part) for part in self.skeleton.parts}
-        self.models = _Models(threads, face=bool(self._face_idx.size), precision=precision)
+        self.models = _Models(threads, face=bool(self._face_idx.size), precision=precision, palm=hand_second_chance)
         self.pose_anchors = ssd_anchors(224, (8, 16, 32, 32, 32))
         self.face_anchors = ssd_anchors(128, (8, 16, 16, 16))
+        self.palm_anchors = ssd_anchors(192, (8, 16, 16, 16))
 
     def session(self) -> OpenVinoHolisticSession:
         """Fresh tracking state for one clip or stream (see :class:`sldata.pose.estimator.PoseSession`)."""
@@ -559,6 +815,10 @@ class OpenVinoHolisticSession:
         self.filter = PoseFilter()
         self.prev_hands: dict[str, np.ndarray | None] = {"left_hand": None, "right_hand": None}
         self.prev_face: np.ndarray | None = None
+        self.last_hands: dict[str, np.ndarray | None] = {"left_hand": None, "right_hand": None}
+        """The hands output on the previous frame (the tracker's or recovered): the second chance's memory."""
+        self.recovered: list[dict[str, str]] = []
+        """Per processed frame, the hand sides the second chance found, each with how: ``palm`` or ``previous``."""
         self.closed = False
 
     # ---- body
@@ -609,6 +869,10 @@ class OpenVinoHolisticSession:
             prev_rect = transform_rect(hand_rect_from_landmarks(prev, width, height), width, height, 2.0, -0.1)
             if keep_tracking(prev, prev_rect, recrop, width, height, 40.0, 0.2, 0.4, -0.1):
                 roi = prev_rect
+        return self._hand_landmarks(frame, roi)
+
+    def _hand_landmarks(self, frame: np.ndarray, roi: Rect) -> np.ndarray | None:
+        """The hand landmark model on ``roi``: 21 points ``[21, 3]`` when its presence is > 0.5, else ``None``."""
         c = crop(frame, roi, 224, 224, keep_aspect=True, zero_border=False)
         lm, flag = self.est.models.run("hand_landmark", c.tensor)
         if not float(flag.reshape(-1)[0]) > 0.5:
@@ -616,6 +880,74 @@ class OpenVinoHolisticSession:
         pts = lm.reshape(21, 3).astype(np.float64) / 224.0
         pts[:, 2] /= 0.4
         return project(pts, c.padding, roi)
+
+    def _palms(self, frame: np.ndarray, region: Rect) -> list[Detection]:
+        """Palm detections in ``region`` (MediaPipe's ``PalmDetectionCpu`` on a crop), frame coordinates, best first."""
+        height, width = frame.shape[:2]
+        c = crop(frame, region, 192, 192, keep_aspect=True, zero_border=True)
+        boxes, scores = self.est.models.run("palm_detection", c.tensor)
+        dets = all_detections(boxes, scores, self.est.palm_anchors, 192.0, 7, PALM_MIN_SCORE)
+        return [detection_to_frame(d, c.padded, width, height) for d in dets]  # the tensor covers c.padded
+
+    def _second_chance(self, frame: np.ndarray, body: np.ndarray, side: str,
+                       other_hand: np.ndarray | None) -> tuple[np.ndarray, str] | None:
+        """A hand the tracker lost on ``side``, found again near the pose wrist, and how; or ``None``.
+
+        Runs when the pose wrist may be in view (:func:`wrist_in_view`). First ``palm``: palm
+        detection on a square of :data:`SEARCH_SIDE` shoulder widths around the wrist, the best
+        palm that can be this side's (:func:`pick_palm`) turned into a hand ROI
+        (:func:`palm_rect`) and the hand landmark model run on it. Failing that, ``previous``:
+        when the previous frame output this hand, the landmark model on that hand's tracking ROI
+        (as Holistic's tracker builds it). A hand must have presence > 0.5 and pass
+        :func:`plausible_hand`.
+
+        Parameters
+        ----------
+        frame
+            The RGB frame.
+        body
+            The smoothed pose landmarks ``[33, 4]`` of this frame.
+        side
+            ``left_hand`` or ``right_hand``.
+        other_hand
+            The other side's landmarks found this frame, or ``None``.
+
+        Returns
+        -------
+        tuple or None
+            The 21 landmarks ``[21, 3]`` and ``"palm"`` or ``"previous"``.
+        """
+        height, width = frame.shape[:2]
+        this, other = (_LEFT_HAND_FROM_POSE, _RIGHT_HAND_FROM_POSE)[::1 if side == "left_hand" else -1]
+        wrist, other_wrist = body[this[0]], body[other[0]]
+        if not wrist_in_view(wrist, frame):
+            return None
+        scale = body_scale(body, width, height)
+        rois = []
+        palms = self._palms(frame, search_rect(wrist, SEARCH_SIDE * scale, width, height))
+        palm = pick_palm(palms, wrist, other_wrist, other_hand, scale, width, height)
+        if palm is not None:
+            rois.append((palm_rect(palm, width, height), "palm"))
+        last = self.last_hands[side]
+        if last is not None:
+            rois.append((transform_rect(hand_rect_from_landmarks(last, width, height), width, height, 2.0, -0.1),
+                         "previous"))
+        for roi, how in rois:
+            hand = self._hand_landmarks(frame, roi)
+            if hand is not None and plausible_hand(hand, wrist, other_wrist, other_hand, scale, width, height, frame):
+                return hand, how
+        return None
+
+    def _second_chances(self, frame: np.ndarray, body: np.ndarray,
+                        hands: dict[str, np.ndarray | None]) -> dict[str, str]:
+        """Fill the lost sides of ``hands`` in place by :meth:`_second_chance`; the sides filled, and how."""
+        found: dict[str, str] = {}
+        for side, other in (("left_hand", "right_hand"), ("right_hand", "left_hand")):
+            if hands[side] is None:
+                got = self._second_chance(frame, body, side, hands[other])
+                if got is not None:
+                    hands[side], found[side] = got
+        return found
 
     # ---- face
 
@@ -669,14 +1001,20 @@ class OpenVinoHolisticSession:
             self.filter.reset()
             self.prev_hands = {"left_hand": None, "right_hand": None}
             self.prev_face = None
+            self.last_hands = {"left_hand": None, "right_hand": None}
+            self.recovered.append({})
             return out
         body, aux = self.filter.apply(self.time_us, found[0], found[1], width, height)
         self.prev_pose_roi = transform_rect(alignment_rect(aux[0], aux[1], width, height, math.pi / 2),
                                             width, height, 1.25)
         out[est._slices["body"]] = body
+        hands: dict[str, np.ndarray | None] = {}
         for side, idx in (("left_hand", _LEFT_HAND_FROM_POSE), ("right_hand", _RIGHT_HAND_FROM_POSE)):
-            hand = self._hand(frame, body, side, idx)
-            self.prev_hands[side] = hand
+            hands[side] = self._hand(frame, body, side, idx)
+            self.prev_hands[side] = hands[side]  # the tracker follows its own hands only
+        self.recovered.append(self._second_chances(frame, body, hands) if est.hand_second_chance else {})
+        self.last_hands = hands
+        for side, hand in hands.items():
             if hand is not None:
                 out[est._slices[side], :3] = hand
                 out[est._slices[side], 3] = 1.0
