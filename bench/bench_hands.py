@@ -166,23 +166,6 @@ def count_clip(kp: np.ndarray, recovered: list[dict[str, str]], picture: tuple[f
                                **{k: int(v) for k, v in flags.items()}})
 
 
-def before_of(kp: np.ndarray, recovered: list[dict[str, str]], est: OpenVinoHolisticEstimator) -> np.ndarray:
-    """``kp`` with the recovered hands taken out (missing points: NaN, confidence 0)."""
-    out = kp.copy()
-    for t, sides in enumerate(recovered):
-        for side in sides:
-            out[t, est._slices[side], :3] = np.nan
-            out[t, est._slices[side], 3] = 0.0
-    return out
-
-
-def run_on(est: OpenVinoHolisticEstimator, frames: list[np.ndarray]) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """Keypoints of one clip and its session's ``recovered`` record."""
-    with est.session() as session:
-        kp = np.stack([session.process(f, where=f"frame {i}") for i, f in enumerate(frames)])
-    return kp, session.recovered
-
-
 def mediapipe_rates(folder: Path, video_ids: set[str]) -> dict[str, Any]:
     """MediaPipe Holistic's hand-present rates on ``video_ids`` from the pose shards in ``folder``.
 
@@ -266,9 +249,9 @@ def run(paths: list[Path], frame_step: int, face: str, threads: int, verify_clip
         if not clip:
             print(f"  {path.name}: no frame decoded, skipped")
             continue
-        kp, recovered = run_on(est, clip)
+        kp, recovered = est.estimate_with_recovered(clip)
         if off is not None and verified < verify_clips and i % max(1, len(paths) // verify_clips) == 0:
-            same = np.array_equal(before_of(kp, recovered, est), off.estimate(clip), equal_nan=True)
+            same = np.array_equal(est.without_recovered(kp, recovered), off.estimate(clip), equal_nan=True)
             verified += 1
             if not same:
                 mismatches.append(path.stem)

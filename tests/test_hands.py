@@ -35,33 +35,18 @@ def engines() -> dict[str, OpenVinoHolisticEstimator]:
             "on": OpenVinoHolisticEstimator(face="none", hand_second_chance=True)}
 
 
-def run(est: OpenVinoHolisticEstimator, clip: list[np.ndarray]) -> tuple[np.ndarray, list[dict[str, str]]]:
-    with est.session() as session:
-        kp = np.stack([session.process(f) for f in clip])
-    return kp, session.recovered
-
-
-def without_recovered(est: OpenVinoHolisticEstimator, kp: np.ndarray, recovered: list[dict[str, str]]) -> np.ndarray:
-    out = kp.copy()
-    for t, sides in enumerate(recovered):
-        for side in sides:
-            out[t, est._slices[side], :3] = np.nan
-            out[t, est._slices[side], 3] = 0.0
-    return out
-
-
 def test_off_by_default_and_unchanged(frames, engines) -> None:
     off = engines["off"]
     assert off.hand_second_chance is False and "palm_detection" not in off.models.requests
     assert "palm_detection" in engines["on"].models.requests
     explicit = OpenVinoHolisticEstimator(face="none", hand_second_chance=False)
     for clip in frames.values():
-        ref, recovered = run(off, clip)
+        ref, recovered = off.estimate_with_recovered(clip)
         assert recovered == [{}] * len(clip)
         np.testing.assert_array_equal(ref, explicit.estimate(clip))
-        on, added = run(engines["on"], clip)
+        on, added = engines["on"].estimate_with_recovered(clip)
         # on = off plus the recovered hands: the tracker's hands and state are untouched
-        np.testing.assert_array_equal(without_recovered(engines["on"], on, added), ref)
+        np.testing.assert_array_equal(engines["on"].without_recovered(on, added), ref)
     with pytest.raises(ValueError, match="hand_second_chance"):
         OpenVinoHolisticEstimator(face="none", hand_second_chance="yes")
 
@@ -69,7 +54,7 @@ def test_off_by_default_and_unchanged(frames, engines) -> None:
 def test_second_chance_recovers_a_lost_hand_near_the_wrist(frames, engines) -> None:
     est = engines["on"]
     clip = frames[LOST]
-    kp, recovered = run(est, clip)
+    kp, recovered = est.estimate_with_recovered(clip)
     added = [(t, side, how) for t, sides in enumerate(recovered) for side, how in sides.items()]
     assert added, "the tracker loses the right hand of 22956 and the second chance should find it"
     height, width = clip[0].shape[:2]
@@ -81,7 +66,7 @@ def test_second_chance_recovers_a_lost_hand_near_the_wrist(frames, engines) -> N
         wrist = body[WRISTS[side]]
         gap = math.hypot((hand[0, 0] - wrist[0]) * width, (hand[0, 1] - wrist[1]) * height)
         assert gap <= WRIST_GATE * body_scale(body, width, height)
-    _, none_added = run(est, frames[PLAIN])
+    _, none_added = est.estimate_with_recovered(frames[PLAIN])
     assert not any(none_added)  # where the tracker keeps its hands, nothing is added
 
 

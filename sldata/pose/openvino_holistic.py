@@ -540,24 +540,37 @@ def search_rect(centre: np.ndarray, side_px: float, width: int, height: int) -> 
     return Rect(float(centre[0]), float(centre[1]), side_px / width, side_px / height, 0.0)
 
 
+def tensor_to_frame(uv: np.ndarray, padded: tuple[float, float, float, float, float], width: int,
+                    height: int) -> np.ndarray:
+    """Points ``[n, 2]`` from a crop tensor's 0..1 coordinates to the frame's, normalized.
+
+    ``padded`` is the rect the tensor covers (:attr:`Crop.padded`: centre and size in pixels,
+    rotation).
+    """
+    cx, cy, w, h, r = padded
+    cos_r, sin_r = math.cos(r), math.sin(r)
+    u, v = uv[:, 0] - 0.5, uv[:, 1] - 0.5
+    return np.stack([(w * cos_r * u - h * sin_r * v + cx) / width,
+                     (w * sin_r * u + h * cos_r * v + cy) / height], axis=1)
+
+
 def detection_to_frame(det: Detection, padded: tuple[float, float, float, float, float], width: int,
                        height: int) -> Detection:
     """``det`` from a crop tensor's 0..1 coordinates to the frame's (``padded``: :attr:`Crop.padded`).
 
-    Keypoints are mapped exactly; the box is the axis-aligned bounds of its mapped corners.
+    Keypoints are mapped exactly (:func:`tensor_to_frame`); the box is the axis-aligned bounds of
+    its mapped corners.
     """
-    cx, cy, w, h, r = padded
-    cos_r, sin_r = math.cos(r), math.sin(r)
-
-    def to_frame(uv: np.ndarray) -> np.ndarray:
-        u, v = uv[:, 0] - 0.5, uv[:, 1] - 0.5
-        return np.stack([(w * cos_r * u - h * sin_r * v + cx) / width,
-                         (w * sin_r * u + h * cos_r * v + cy) / height], axis=1)
-
     x0, y0, x1, y1 = (float(v) for v in det.box)
-    corners = to_frame(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]))
+    corners = tensor_to_frame(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]), padded, width, height)
     box = np.concatenate([corners.min(axis=0), corners.max(axis=0)])
-    return Detection(det.score, box, to_frame(np.asarray(det.keypoints, dtype=np.float64)))
+    keypoints = tensor_to_frame(np.asarray(det.keypoints, dtype=np.float64), padded, width, height)
+    return Detection(det.score, box, keypoints)
+
+
+def hand_tracking_rect(hand: np.ndarray, width: int, height: int) -> Rect:
+    """The ROI Holistic's hand tracker builds from a frame's hand landmarks for the next frame."""
+    return transform_rect(hand_rect_from_landmarks(hand, width, height), width, height, 2.0, -0.1)
 
 
 def palm_rect(det: Detection, width: int, height: int) -> Rect:
@@ -798,11 +811,28 @@ class OpenVinoHolisticEstimator:
 
     def estimate(self, frames: Iterable[np.ndarray]) -> np.ndarray:
         """Keypoints ``[T, P, 4]`` float32 of one clip's RGB uint8 ``[H, W, 3]`` frames (in order)."""
+        return self.estimate_with_recovered(frames)[0]
+
+    def estimate_with_recovered(self, frames: Iterable[np.ndarray]) -> tuple[np.ndarray, list[dict[str, str]]]:
+        """:meth:`estimate`, and its session's ``recovered``: per frame, the hands the second chance added."""
         with self.session() as session:
             rows = [session.process(frame, where=f"frame {i}") for i, frame in enumerate(frames)]
         if not rows:
-            return np.zeros((0, self.skeleton.num_points, len(COMPONENTS)), dtype=np.float32)
-        return np.stack(rows)
+            return np.zeros((0, self.skeleton.num_points, len(COMPONENTS)), dtype=np.float32), session.recovered
+        return np.stack(rows), session.recovered
+
+    def without_recovered(self, keypoints: np.ndarray, recovered: list[dict[str, str]]) -> np.ndarray:
+        """``keypoints`` ``[T, P, 4]`` with the hands in ``recovered`` taken out (NaN, confidence 0).
+
+        With :meth:`estimate_with_recovered`'s output, this is what the engine gives with
+        ``hand_second_chance`` off (tested).
+        """
+        out = keypoints.copy()
+        for t, sides in enumerate(recovered):
+            for side in sides:
+                out[t, self._slices[side], :3] = np.nan
+                out[t, self._slices[side], 3] = 0.0
+        return out
 
 
 class OpenVinoHolisticSession:
@@ -866,7 +896,7 @@ class OpenVinoHolisticSession:
         roi = recrop
         prev = self.prev_hands[side]
         if prev is not None:
-            prev_rect = transform_rect(hand_rect_from_landmarks(prev, width, height), width, height, 2.0, -0.1)
+            prev_rect = hand_tracking_rect(prev, width, height)
             if keep_tracking(prev, prev_rect, recrop, width, height, 40.0, 0.2, 0.4, -0.1):
                 roi = prev_rect
         return self._hand_landmarks(frame, roi)
@@ -930,8 +960,7 @@ class OpenVinoHolisticSession:
             rois.append((palm_rect(palm, width, height), "palm"))
         last = self.last_hands[side]
         if last is not None:
-            rois.append((transform_rect(hand_rect_from_landmarks(last, width, height), width, height, 2.0, -0.1),
-                         "previous"))
+            rois.append((hand_tracking_rect(last, width, height), "previous"))
         for roi, how in rois:
             hand = self._hand_landmarks(frame, roi)
             if hand is not None and plausible_hand(hand, wrist, other_wrist, other_hand, scale, width, height, frame):
@@ -959,11 +988,7 @@ class OpenVinoHolisticSession:
         det = first_detection(boxes, scores, self.est.face_anchors, 128.0, 6, 0.5)
         if det is None:
             return None
-        cx, cy, w, h, r = c.padded  # the tensor's rect: map its 0..1 coordinates to the frame
-        cos_r, sin_r = math.cos(r), math.sin(r)
-        u, v = det.keypoints[:, 0] - 0.5, det.keypoints[:, 1] - 0.5
-        kps = np.stack([(w * cos_r * u - h * sin_r * v + cx) / width,
-                        (w * sin_r * u + h * cos_r * v + cy) / height], axis=1)
+        kps = tensor_to_frame(det.keypoints, c.padded, width, height)
         xmin, ymin = kps.min(axis=0)
         xmax, ymax = kps.max(axis=0)
         rot = _rotation(kps[0, 0] * width, kps[0, 1] * height, kps[1, 0] * width, kps[1, 1] * height, 0.0)
