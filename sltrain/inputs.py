@@ -147,11 +147,14 @@ class InputSpec:
 
     def estimator_settings(self) -> dict[str, Any]:
         """Keyword arguments of :func:`sldata.pose.estimator.make_estimator` that training's keypoints used
-        (the engine, ``mediapipe`` unless recorded otherwise, and Holistic's settings)."""
+        (the engine, ``mediapipe`` unless recorded otherwise, Holistic's settings and the openvino
+        engine's options)."""
         settings = {"estimator": self.pose_settings.get("estimator", "mediapipe"), "face": self.skeleton_obj.face}
         for key in ("model_complexity", "min_detection_confidence", "min_tracking_confidence"):
             if key in self.pose_settings:
                 settings[key] = self.pose_settings[key]
+        if settings["estimator"] == "openvino":  # the engine's options (precision, second chance) when recorded
+            settings.update(self.pose_settings.get("openvino") or {})
         return settings
 
     @cached_property

@@ -19,6 +19,7 @@ from sldata.pose.openvino_holistic import (OpenVinoHolisticEstimator, Rect, hand
                                            normalize_radians, ssd_anchors, transform_rect)
 from sldata.pose.parity import compare
 from sldata.pose.skeleton import present
+from sltrain.inputs import InputSpec
 from conftest import pose_settings
 
 CLIPS = ("00618", "22119", "56838")  # 12, 26 and 41 keypoint frames at frame_step 2
@@ -37,10 +38,20 @@ def keypoints(frames: dict[str, list[np.ndarray]]) -> dict[str, tuple[np.ndarray
     return {vid: (mediapipe.estimate(clip), openvino.estimate(clip)) for vid, clip in frames.items()}
 
 
-def test_openvino_matches_mediapipe_holistic(frames, keypoints) -> None:
+@pytest.fixture(scope="module")
+def mixed(frames: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """The same frames through the engine with ``precision="mixed"`` (params.yaml's choice)."""
+    openvino = OpenVinoHolisticEstimator(face="subset", threads=1, precision="mixed")
+    return {vid: openvino.estimate(clip) for vid, clip in frames.items()}
+
+
+@pytest.mark.parametrize("precision", ["f32", "mixed"])
+def test_openvino_matches_mediapipe_holistic(frames, keypoints, mixed, precision) -> None:
     skeleton = HolisticEstimator(face="subset").skeleton
     parts = {}
     for vid, (ref, test) in keypoints.items():
+        if precision == "mixed":
+            test = mixed[vid]
         assert test.shape == ref.shape and test.dtype == np.float32
         height, width = frames[vid][0].shape[:2]
         compare(ref, test, skeleton, width, height, into=parts)
@@ -52,6 +63,13 @@ def test_openvino_matches_mediapipe_holistic(frames, keypoints) -> None:
         assert s[hand]["present_agreement"] >= 0.9, (hand, s[hand])
         assert s[hand]["median_px"] < 1.5, (hand, s[hand])
     assert s["left_hand"]["points"] + s["right_hand"]["points"] > 0  # the clips do show hands
+
+
+def test_mixed_precision_keeps_the_body_in_f32(keypoints, mixed) -> None:
+    """``mixed`` runs the pose models in f32: the body equals f32's exactly, only hands and face move."""
+    for vid, (_, f32) in keypoints.items():
+        np.testing.assert_array_equal(mixed[vid][:, :33], f32[:, :33])
+        assert not np.array_equal(mixed[vid][:, 33:], f32[:, 33:], equal_nan=True)  # bf16 hands/face differ a little
 
 
 def test_missing_points_follow_the_skeleton_convention(keypoints) -> None:
@@ -89,6 +107,23 @@ def test_settings_select_the_engine() -> None:
     assert "face_detection" not in est.models.requests  # face: none skips the face models
     with pytest.raises(ValueError, match="estimator must be one of"):
         pose_settings(estimator="tflite", frame_step=1)
+
+
+def test_openvino_options_reach_the_engine_and_the_shards() -> None:
+    options = {"precision": "mixed", "hand_second_chance": True}
+    ov = pose_settings(estimator="openvino", face="none", frame_step=1, openvino=options)
+    assert ov.output_dict()["openvino"] == options  # recorded: predict rebuilds the same engine
+    est = ov.make_estimator()
+    assert (est.precision, est.hand_second_chance) == ("mixed", True) and "palm_detection" in est.models.requests
+    assert "openvino" not in pose_settings(frame_step=1, openvino=options).output_dict()  # mediapipe ignores them
+    spec_settings = InputSpec(skeleton=ov.skeleton().to_dict(), points=("body.nose",),
+                              recording={"pose_settings": ov.output_dict()}).estimator_settings()
+    assert spec_settings == {"estimator": "openvino", "face": "none", "model_complexity": 1,
+                             "min_detection_confidence": 0.5, "min_tracking_confidence": 0.5, **options}
+    with pytest.raises(ValueError, match="openvino precision must be one of"):
+        pose_settings(estimator="openvino", frame_step=1, openvino={"precision": "int4", "hand_second_chance": False})
+    with pytest.raises(ValueError, match="unknown pose openvino setting"):
+        pose_settings(estimator="openvino", frame_step=1, openvino={**options, "threads": 2})
     with pytest.raises(ValueError, match="takes no options"):
         make_estimator("mediapipe", threads=1)
 
@@ -104,3 +139,33 @@ def test_geometry_helpers() -> None:
     lms[:, 0] = 0.5 + np.linspace(-0.02, 0.02, 21)
     lms[:, 1] = np.linspace(0.6, 0.4, 21)
     assert hand_rect_from_landmarks(lms, 100, 100).r == pytest.approx(0.0, abs=0.2)
+
+
+def test_the_pose_cache_key_depends_on_the_engine_modules_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Editing the openvino engine keeps mediapipe shards' reuse key (their pose is not re-extracted)."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+
+    from sldata.pose import extract as extract_mod
+    from sldata.pose.store import SETTINGS_KEY, SKELETON_KEY
+
+    for source in Path(extract_mod.__file__).parent.glob("*.py"):
+        shutil.copy(source, tmp_path / source.name)
+    monkeypatch.setattr(extract_mod, "__file__", str(tmp_path / "extract.py"))
+
+    def key(estimator: str) -> str:
+        settings = pose_settings(estimator=estimator, frame_step=2)
+        return extract_mod.reuse_key(pa.schema([], metadata={
+            SKELETON_KEY: settings.skeleton().to_json().encode(),
+            SETTINGS_KEY: json.dumps(settings.output_dict()).encode()}))
+
+    before = {engine: key(engine) for engine in ("mediapipe", "openvino")}
+    assert before["mediapipe"] != before["openvino"]
+    with (tmp_path / "openvino_holistic.py").open("a") as f:
+        f.write("\n# an edit\n")
+    assert key("mediapipe") == before["mediapipe"] and key("openvino") != before["openvino"]
+    with (tmp_path / "store.py").open("a") as f:
+        f.write("\n# an edit\n")
+    assert key("mediapipe") != before["mediapipe"]

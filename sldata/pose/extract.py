@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import math
 import multiprocessing
@@ -98,6 +99,33 @@ class PoseClipError(Exception):
 
 
 @dataclass(frozen=True)
+class OpenVinoOptions:
+    """Options of the ``openvino`` pose engine (``pose.openvino`` in params; the mediapipe engine ignores them).
+
+    Attributes
+    ----------
+    precision
+        ``f32`` (every model in f32: MediaPipe's numbers), ``mixed`` (the pose models in f32, the
+        hand and face models in bf16: half of Holistic's CPU per frame at the same parity) or
+        ``bf16`` (every model; faster, less exact). See
+        :class:`sldata.pose.openvino_holistic.OpenVinoHolisticEstimator`.
+    hand_second_chance
+        Give a hand side the tracker lost a second chance (palm detection around the pose wrist).
+    """
+
+    precision: str = "f32"
+    hand_second_chance: bool = False
+
+    def __post_init__(self) -> None:
+        from sldata.pose.openvino_holistic import PRECISIONS
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"pose openvino precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.hand_second_chance, bool):
+            raise ValueError(f"pose openvino hand_second_chance must be true or false, got {self.hand_second_chance!r}")
+
+
+@dataclass(frozen=True)
 class PoseSettings:
     """Settings of the pose extraction (``pose`` in params).
 
@@ -124,6 +152,9 @@ class PoseSettings:
         Keypoint storage of the finished shard: ``float32`` (lossless) or ``compact`` (int32
         fixed point, see :mod:`sldata.pose.store`). Checkpoints and the reuse cache stay
         float32; not part of :meth:`output_dict` (the shard says its storage itself).
+    openvino
+        :class:`OpenVinoOptions` (a mapping is converted). Stored in the shard settings only with
+        the ``openvino`` engine.
     """
 
     estimator: str
@@ -135,8 +166,13 @@ class PoseSettings:
     checkpoint_every: int
     frame_step: int
     storage: str
+    openvino: OpenVinoOptions = OpenVinoOptions()
 
     def __post_init__(self) -> None:
+        if isinstance(self.openvino, Mapping):
+            object.__setattr__(self, "openvino", settings_from_dict(OpenVinoOptions, self.openvino, label="pose openvino"))
+        if not isinstance(self.openvino, OpenVinoOptions):
+            raise ValueError(f"pose openvino must be a mapping of the engine's options, got {self.openvino!r}")
         validate_estimator(self.estimator)
         validate_holistic_settings(self.face, self.model_complexity, self.min_detection_confidence,
                                    self.min_tracking_confidence)
@@ -157,6 +193,8 @@ class PoseSettings:
         del d["workers"], d["checkpoint_every"], d["storage"]
         if d["estimator"] == DEFAULT_ESTIMATOR:
             del d["estimator"]
+        if self.estimator != "openvino":
+            del d["openvino"]
         d["min_detection_confidence"] = float(d["min_detection_confidence"])
         d["min_tracking_confidence"] = float(d["min_tracking_confidence"])
         return d
@@ -167,9 +205,10 @@ class PoseSettings:
 
     def make_estimator(self) -> PoseEstimator:
         """A new estimator (imports mediapipe, or openvino)."""
+        options = asdict(self.openvino) if self.estimator == "openvino" else {}
         return make_estimator(self.estimator, face=self.face, model_complexity=self.model_complexity,
                               min_detection_confidence=self.min_detection_confidence,
-                              min_tracking_confidence=self.min_tracking_confidence)
+                              min_tracking_confidence=self.min_tracking_confidence, **options)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -382,7 +421,9 @@ CACHE_VERSIONS = 3
 """Cached copies kept per shard (the most recent keys: settings switched back are still reused)."""
 CACHE_PATH_COLUMN = "clip_path"
 CACHE_SHA_COLUMN = "clip_sha256"
-_KEY_FILES = ("estimator.py", "extract.py", "skeleton.py", "store.py", "openvino_holistic.py")
+_KEY_FILES = ("estimator.py", "extract.py", "skeleton.py", "store.py")
+_KEY_ENGINE_FILES = {"openvino": ("openvino_holistic.py",)}
+"""Modules that only one engine's keypoints depend on (so editing them keeps the other's cache)."""
 _KEY_DISTRIBUTIONS = ("mediapipe", "av", "numpy", "openvino", "opencv-contrib-python")
 
 
@@ -390,7 +431,7 @@ def reuse_key(schema: pa.Schema) -> str:
     """16 hex digits naming what determines a clip's row besides the clip file itself.
 
     The shard ``schema``'s skeleton and settings metadata, the source of the pose modules
-    (:data:`_KEY_FILES`) and the installed versions of mediapipe, PyAV, numpy, OpenVINO and OpenCV. Any change
+    (:data:`_KEY_FILES`, and the engine's own modules in :data:`_KEY_ENGINE_FILES`) and the installed versions of mediapipe, PyAV, numpy, OpenVINO and OpenCV. Any change
     gives a new key, so rows made another way are never reused.
     """
     digest = hashlib.sha256()
@@ -398,7 +439,8 @@ def reuse_key(schema: pa.Schema) -> str:
     for part in (meta.get(SKELETON_KEY, b""), meta.get(SETTINGS_KEY, b"")):
         digest.update(part + b"\0")
     here = Path(__file__).resolve().parent
-    for name in _KEY_FILES:
+    engine = json.loads(meta.get(SETTINGS_KEY, b"{}") or b"{}").get("estimator", DEFAULT_ESTIMATOR)
+    for name in _KEY_FILES + _KEY_ENGINE_FILES.get(engine, ()):
         digest.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
     for dist in _KEY_DISTRIBUTIONS:
         try:

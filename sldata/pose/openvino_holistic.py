@@ -79,7 +79,7 @@ MODEL_FILES = {
 """The models, relative to the mediapipe wheel's ``modules`` folder."""
 PALM_MODEL = "palm_detection/palm_detection_full.tflite"
 """The palm detector (192 px, 2016 SSD boxes, 7 keypoints), loaded only for the hand second chance."""
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("f32", "bf16", "mixed")
 SIGNED_INPUT = ("pose_detection", "face_detection")
 """Models whose input pixels are in -1..1 (the others take 0..1)."""
 
@@ -717,7 +717,7 @@ class _Models:
         import openvino as ov
 
         core = ov.Core()
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         root = _modules_dir()
@@ -741,7 +741,9 @@ class _Models:
             else:
                 steps.scale(255.0)
             model = ppp.build()
-            self.requests[name] = core.compile_model(model, "CPU", config).create_infer_request()
+            hint = precision if precision != "mixed" else ("f32" if name.startswith("pose") else "bf16")
+            self.requests[name] = core.compile_model(model, "CPU", {**config, "INFERENCE_PRECISION_HINT": hint}
+                                                     ).create_infer_request()
 
     def run(self, name: str, tensor: np.ndarray) -> list[np.ndarray]:
         req = self.requests[name]
@@ -765,8 +767,11 @@ class OpenVinoHolisticEstimator:
     threads
         OpenVINO inference threads per model (0: OpenVINO's choice). 1 gives the least CPU per frame.
     precision
-        OpenVINO's inference precision: ``f32`` (the default: MediaPipe's numbers) or ``bf16``
-        (faster on CPUs with AMX/AVX-512 BF16, less exact; measured in docs/benchmarks.md).
+        OpenVINO's inference precision: ``f32`` (the default: MediaPipe's numbers), ``mixed``
+        (the pose detector and pose landmarks in f32, the hand and face models in bf16: the body
+        is f32's exactly, hands and face move by hundredths of a pixel, about 20% less CPU per
+        frame) or ``bf16`` (every model; faster on CPUs with AMX/AVX-512 BF16, less exact: the
+        body's heatmap refinement shifts). Measured in docs/benchmarks.md "Pose engines".
     hand_second_chance
         Off (the default), the hands are Holistic's: found from the pose only. On, a hand side
         the tracker lost gets a second chance (:meth:`OpenVinoHolisticSession._second_chance`):
@@ -794,6 +799,7 @@ class OpenVinoHolisticEstimator:
         if not isinstance(hand_second_chance, bool):
             raise ValueError(f"hand_second_chance must be true or false, got {hand_second_chance!r}")
         self.hand_second_chance = hand_second_chance
+        self.precision = precision
         self.model_complexity = model_complexity
         self.min_detection_confidence = float(min_detection_confidence)
         self.min_tracking_confidence = float(min_tracking_confidence)
