@@ -12,6 +12,9 @@ On the same ``N`` real WLASL100 clips (``$SLDATA_SHARED/wlasl100_clips/videos``,
     (from the decode pass) and storage (checkpoint parts, merge and final write, timed inside the
     run) as a share of all the work (decode + Holistic + storage, in single-process seconds);
 (c) the same with ``frame_step=2`` (the default in params.yaml): keypoint frames/s and clips/s;
+(e) as (b) with ``pose.estimator: openvino`` (the OpenVINO rebuild of Holistic, with params.yaml's
+    ``pose.openvino`` options): CPU-ms per keypoint frame against (a)'s (target <= 0.5) and
+    against (b)'s, printed side by side with (a) and (b) in one table;
 (d) storage: bytes per clip of the same keypoints as OpenPose-style JSON, one file per frame
     (``people[0].pose_keypoints_2d``, ``face_keypoints_2d``, ``hand_left_keypoints_2d``,
     ``hand_right_keypoints_2d``: flattened ``[x, y, c, ...]`` in pixels, missing points
@@ -29,6 +32,7 @@ temporary folder and removed. Usage::
 
     python bench/bench_pose.py                # --clips 40 (about 5 minutes on 2 idle cores)
     python bench/bench_pose.py --clips 6      # a quick check
+    python bench/bench_pose.py --speed-only   # (decode), (a), (b) and (e) only: the engines' speed
     python bench/bench_pose.py --storage-only # (d) on data/pose/shard-*.parquet (about a minute)
 """
 
@@ -134,11 +138,14 @@ class StorageTimer:
             setattr(extract_mod, name, fn)
 
 
-def pipeline_run(clips: pd.DataFrame, out: Path, workers: int, frame_step: int) -> dict[str, Any]:
+def pipeline_run(clips: pd.DataFrame, out: Path, workers: int, frame_step: int,
+                 estimator: str = "mediapipe") -> dict[str, Any]:
+    """``extract_pose_shard`` with params.yaml's pose settings but these workers, frame step and engine."""
     from sldata.params import load_params
 
     section = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["pose"]
-    settings = PoseSettings.from_dict({**section, "workers": workers, "frame_step": frame_step, "checkpoint_every": 25})
+    settings = PoseSettings.from_dict({**section, "workers": workers, "frame_step": frame_step, "checkpoint_every": 25,
+                                       "estimator": estimator})
 
     def children_cpu() -> float:  # worker processes, counted once they have been joined
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -439,6 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=40, help="real WLASL100 clips to use (default 40)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes of (b) and (c) (default 2)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="run only (decode), (a), (b) and (e): the engines' speed, without (c) and (d)")
     parser.add_argument("--storage-only", action="store_true",
                         help="run only (d), the storage comparison, on existing pose shards (--shards); no pose")
     parser.add_argument("--shards", type=Path, nargs="+", default=None,
@@ -489,6 +498,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"    overhead: decode {dec_s:.1f} s ({dec_s / a_s:.1%} of (a)), storage {b['storage']:.2f} s "
               f"({b['storage'] / b['wall']:.1%} of (b) wall); decode + storage = {overhead:.1%} of all work "
               f"(Holistic {holistic_s:.1f} s)", flush=True)
+        e = pipeline_run(clips, tmp_path / "openvino.parquet", args.workers, 1, estimator="openvino")
+        assert e["frames"] == n_a, (e["frames"], n_a)
+        res.update({
+            "decode": {"frames": n_dec, "seconds": dec_s},
+            "a_plain": {"frames": n_a, "seconds": a_s, "cpu_seconds": a_cpu, "frames_per_s": n_a / a_s},
+            "b_pipeline_step1": {**b, "frames_per_s": b_fps, "speedup_vs_a": b_fps / (n_a / a_s),
+                                 "overhead_share": overhead},
+            "e_pipeline_openvino": {**e, "frames_per_s": e["frames"] / e["wall"], "openvino": section_openvino(),
+                                    "cpu_ratio_vs_a": (e["cpu"] / e["frames"]) / (a_cpu / n_a),
+                                    "cpu_ratio_vs_b": (e["cpu"] / e["frames"]) / (b["cpu"] / b["frames"])},
+        })
+        print_engines(res)
+        if args.speed_only:
+            return finish(res, args.json)
         c = pipeline_run(clips, tmp_path / "step2.parquet", args.workers, 2)
         c_fps = c["frames"] / c["wall"]
         print(f"(c) extract_pose_shard, workers={args.workers}, frame_step=2: {c['frames']} keypoint frames in "
@@ -497,17 +520,40 @@ def main(argv: list[str] | None = None) -> int:
         storage = storage_comparison([tmp_path / "step1.parquet"], tmp_path / "storage")
         print_storage(storage)
         res.update({
-            "decode": {"frames": n_dec, "seconds": dec_s},
-            "a_plain": {"frames": n_a, "seconds": a_s, "cpu_seconds": a_cpu, "frames_per_s": n_a / a_s},
-            "b_pipeline_step1": {**b, "frames_per_s": b_fps, "speedup_vs_a": b_fps / (n_a / a_s),
-                                 "overhead_share": overhead},
             "c_pipeline_step2": {**c, "keypoint_frames_per_s": c_fps, "clips_per_s": len(videos) / c["wall"]},
             "d_storage": storage,
         })
+    return finish(res, args.json)
+
+
+def section_openvino() -> dict[str, Any]:
+    """params.yaml's ``pose.openvino`` options, which (e) runs with."""
+    from sldata.params import load_params
+
+    return dict(load_params(REPO_ROOT / "params.yaml")["pose"]["openvino"])
+
+
+def print_engines(res: dict[str, Any]) -> None:
+    """(a), (b) and (e) side by side: wall frames/s, CPU-ms per keypoint frame and the ratios to (a)."""
+    a, b, e = res["a_plain"], res["b_pipeline_step1"], res["e_pipeline_openvino"]
+    a_ms = 1000 * a["cpu_seconds"] / a["frames"]
+    rows = [("(a) plain Holistic loop, 1 process", a["frames_per_s"], a_ms),
+            ("(b) pipeline, mediapipe engine", b["frames_per_s"], 1000 * b["cpu"] / b["frames"]),
+            (f"(e) pipeline, openvino engine ({', '.join(f'{k} {v}' for k, v in e['openvino'].items())})",
+             e["frames_per_s"], 1000 * e["cpu"] / e["frames"])]
+    print(f"\n{'variant (frame_step 1, ' + str(a['frames']) + ' frames)':<86} {'frames/s':>9} {'CPU-ms/frame':>13} "
+          f"{'vs (a)':>7}")
+    for label, fps, ms in rows:
+        print(f"{label:<86} {fps:9.2f} {ms:13.1f} {ms / a_ms:7.2f}")
+    print(f"(e) / (a) CPU-ms per frame: {e['cpu_ratio_vs_a']:.2f} (target <= 0.5); (e) / (b): {e['cpu_ratio_vs_b']:.2f}\n",
+          flush=True)
+
+
+def finish(res: dict[str, Any], json_path: Path | None) -> int:
     res["load_end"] = os.getloadavg()[:2]
     print(f"load average at end {load()}")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=2, default=str))
+    if json_path:
+        json_path.write_text(json.dumps(res, indent=2, default=str))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 :class:`OpenVinoHolisticEstimator` gives the keypoints of :class:`sldata.pose.estimator.HolisticEstimator`
 (same skeleton, same coordinate convention) from the ``.tflite`` models inside the installed
-mediapipe wheel, loaded by ``openvino.Core().read_model`` and compiled in f32. The graph
+mediapipe wheel, loaded by ``openvino.Core().read_model`` and compiled in f32 (or, with
+``precision="mixed"``, the hand and face models in bf16). The graph
 (``holistic_landmark_cpu`` of mediapipe 0.10.21 with ``model_complexity=1``,
 ``smooth_landmarks=True``, no segmentation, no face refinement) is followed step by step:
 
@@ -33,9 +34,10 @@ Face (``FaceLandmarksFromPoseCpu``, skipped when ``face="none"``)
     first detection gives the face ROI, tracked the same way from the previous landmarks; the
     face landmark model (192 px) gives 468 points when its score is > 0.5.
 
-Crops are made as MediaPipe's CPU ``ImageToTensorCalculator`` makes them (OpenCV perspective
-warp of the rotated rectangle, bilinear, replicated or zero border), so the models see nearly
-the same pixels. Timestamps follow ``mp.solutions``: 33,333 us per frame.
+Crops are made as MediaPipe's CPU ``ImageToTensorCalculator`` makes them (the rotated rectangle
+warped onto the tensor, bilinear, replicated or zero border; MediaPipe's perspective warp is an
+affine map here, so OpenCV's cheaper affine warp is used: ~2.6% of pixels differ by a grey level or
+a few, and the parity in docs/benchmarks.md is unchanged), so the models see nearly the same pixels. Timestamps follow ``mp.solutions``: 33,333 us per frame.
 """
 
 from __future__ import annotations
@@ -250,8 +252,8 @@ def crop(frame: np.ndarray, rect: Rect | None, out_w: int, out_h: int, *, keep_a
     """Cut ``rect`` (``None``: the whole frame) out of ``frame`` into a uint8 model tensor.
 
     MediaPipe's CPU ``ImageToTensorCalculator``: the rect is letterboxed to the tensor's aspect
-    ratio when ``keep_aspect``, its corners are warped onto the tensor (OpenCV perspective warp,
-    bilinear). The models map 0..255 to their value range themselves (see :class:`_Models`).
+    ratio when ``keep_aspect``, its corners are warped onto the tensor (an OpenCV affine warp,
+    bilinear: a rotated rectangle maps affinely, where MediaPipe calls a perspective warp). The models map 0..255 to their value range themselves (see :class:`_Models`).
     """
     import cv2
 
@@ -273,9 +275,9 @@ def crop(frame: np.ndarray, rect: Rect | None, out_w: int, out_h: int, *, keep_a
             padding = (horizontal, 0.0, horizontal, 0.0)
     src = cv2.boxPoints(((cx, cy), (w, h), r * 180.0 / math.pi)).astype(np.float32)
     dst = np.array([[0, out_h], [0, 0], [out_w, 0], [out_w, out_h]], dtype=np.float32)
-    matrix = cv2.getPerspectiveTransform(src, dst)
-    warped = cv2.warpPerspective(frame, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_CONSTANT if zero_border else cv2.BORDER_REPLICATE)
+    matrix = cv2.getAffineTransform(src[:3], dst[:3])
+    warped = cv2.warpAffine(frame, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT if zero_border else cv2.BORDER_REPLICATE)
     return Crop(warped[None], padding, (cx, cy, w, h, r))
 
 
