@@ -7,7 +7,9 @@ In one run, with the same model and the same inputs:
     and at all CPUs (``--threads``), the ratio PyTorch / OpenVINO latency (target >= 2x), plus
     OpenVINO's throughput mode (async requests);
 (b) end-to-end ``Recognizer.recognize_video`` on a real clip of about 2 seconds, split into
-    decode (PyAV), pose (MediaPipe Holistic), features and classifier;
+    decode (PyAV), pose, features and classifier, once per pose engine of ``--engines``
+    (default: the model's own, then ``openvino`` with params.yaml's ``pose.openvino`` options when
+    the model's is ``mediapipe``; the same frames and settings otherwise);
 (c) the frame rate :func:`sltrain.stream.classify_windows` sustains over a few real clips
     played back to back (decode + Holistic per frame + a classification every ``stride``).
 
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default=f"1,{os.cpu_count() or 1}",
                         help="comma-separated thread counts for (a), both backends (default 1,<CPUs>)")
     parser.add_argument("--skip-video", action="store_true", help="only (a): no decoding or MediaPipe")
+    parser.add_argument("--engines", default=None,
+                        help="pose engines of (b), comma-separated: mediapipe, openvino (default: the model's, "
+                             "and openvino beside mediapipe)")
     args = parser.parse_args(argv)
 
     import openvino as ov
@@ -131,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     from sltrain.checkpoint import load_checkpoint, model_from_checkpoint
     from sltrain.export import export_model, synthetic_parity_clips, torch_runner, write_untrained_checkpoint
     from sltrain.predict import Recognizer
+    from sldata.params import load_params
+    from sldata.pose.estimator import make_estimator
     from sltrain.stream import classify_windows, open_source
 
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), openvino {ov.__version__}, "
@@ -182,16 +189,30 @@ def main(argv: list[str] | None = None) -> int:
         recognizer = Recognizer.from_model_dir(xml)
         recognizer.estimator()  # MediaPipe import outside the timings
 
-        # (b) end to end on a ~2 s clip
+        # (b) end to end on a ~2 s clip, per pose engine
         clip = pick_clips(video_dir, 50, 1)[0]
-        runs = [recognizer.recognize_video(clip) for _ in range(args.e2e_runs)]
-        p = runs[0]
-        print(f"\n(b) end-to-end predict, {clip.name}: {p.num_frames} frames, {p.width}x{p.height}, "
-              f"{p.num_frames / (p.fps or 25):.2f} s of video; median of {len(runs)} runs")
-        for key in ("decode", "pose", "features", "classify", "total"):
-            med = statistics.median(r.timings[key] for r in runs)
-            print(f"  {key:9s}{med * 1000:9.1f} ms" + (f"   ({med / p.num_frames * 1000:.1f} ms/frame)"
-                                                         if key in ("decode", "pose") else ""))
+        own = recognizer.spec.estimator_settings()
+        engines = args.engines.split(",") if args.engines else list(dict.fromkeys([own["estimator"], "openvino"]))
+        for engine in engines:
+            if engine != own["estimator"]:  # the same keypoint settings from another engine (bench only)
+                options = load_params(REPO_ROOT / "params.yaml")["pose"]["openvino"] if engine == "openvino" else {}
+                recognizer._estimator = make_estimator(**{**own, "estimator": engine, **options})
+            else:
+                recognizer._estimator = None
+            recognizer.estimator()  # models loaded outside the timings
+            recognizer.recognize_video(clip)  # warm
+            runs = [recognizer.recognize_video(clip) for _ in range(args.e2e_runs)]
+            p = runs[0]
+            print(f"\n(b) end-to-end predict, pose engine {engine}, {clip.name}: {p.num_frames} frames, "
+                  f"{p.width}x{p.height}, {p.num_frames / (p.fps or 25):.2f} s of video; median of {len(runs)} runs")
+            for key in ("decode", "pose", "features", "classify", "total"):
+                med = statistics.median(r.timings[key] for r in runs)
+                print(f"  {key:9s}{med * 1000:9.1f} ms" + (f"   ({med / p.num_frames * 1000:.1f} ms/frame)"
+                                                             if key in ("decode", "pose") else ""))
+            cpu = time.process_time()
+            recognizer.recognize_video(clip)
+            print(f"  CPU      {1000 * (time.process_time() - cpu):9.1f} ms (one more run, every thread of this process)")
+        recognizer._estimator = None
 
         # (c) streaming
         clips = pick_clips(video_dir, 60, args.stream_clips)

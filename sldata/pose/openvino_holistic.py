@@ -719,7 +719,9 @@ class _Models:
         import openvino as ov
 
         core = ov.Core()
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        # No pinning: OpenVINO would pin each process's inference thread to the same first core, so
+        # two pose workers (or a worker beside anything else) would share one core and leave the other idle.
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
         if threads > 0:
             config["INFERENCE_NUM_THREADS"] = threads
         root = _modules_dir()
