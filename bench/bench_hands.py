@@ -197,9 +197,9 @@ def mediapipe_rates(folder: Path, video_ids: set[str]) -> dict[str, Any]:
             "rate_any_hand": tot["any_hand"] / frames}
 
 
-def timing(paths: list[Path], frame_step: int, face: str, threads: int) -> dict[str, Any]:
+def timing(paths: list[Path], frame_step: int, face: str, threads: int, precision: str = "f32") -> dict[str, Any]:
     """CPU-ms per keypoint frame of ``estimate`` with and without the second chance, on ``paths``."""
-    engines = {name: OpenVinoHolisticEstimator(face=face, threads=threads, hand_second_chance=on)
+    engines = {name: OpenVinoHolisticEstimator(face=face, threads=threads, precision=precision, hand_second_chance=on)
                for name, on in (("off", False), ("on", True))}
     clips = [list(ClipReader(p, frame_step)) for p in paths]
     clips = [c for c in clips if c]
@@ -234,11 +234,11 @@ def rates(counts: dict[str, dict[str, int]], frames: int) -> dict[str, Any]:
 
 def run(paths: list[Path], frame_step: int, face: str, threads: int, verify_clips: int,
         timing_clips: int, mediapipe_pose: Path | None = None,
-        listed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        listed: list[dict[str, Any]] | None = None, precision: str = "f32") -> dict[str, Any]:
     """The whole bench on ``paths``; the summary :func:`report` prints (added hands go to ``listed``)."""
     compare = mediapipe_rates(mediapipe_pose, {p.stem for p in paths}) if mediapipe_pose is not None else None
-    est = OpenVinoHolisticEstimator(face=face, threads=threads, hand_second_chance=True)
-    off = OpenVinoHolisticEstimator(face=face, threads=threads) if verify_clips else None
+    est = OpenVinoHolisticEstimator(face=face, threads=threads, precision=precision, hand_second_chance=True)
+    off = OpenVinoHolisticEstimator(face=face, threads=threads, precision=precision) if verify_clips else None
     counts = {side: new_counts() for side in SIDES}
     counts["any_hand"] = {"before": 0, "after": 0}
     frames = body_frames = verified = 0
@@ -264,13 +264,13 @@ def run(paths: list[Path], frame_step: int, face: str, threads: int, verify_clip
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     summary: dict[str, Any] = {
         "clips": len(paths), "frames": frames, "frames_with_body": body_frames, "frame_step": frame_step,
-        "face": face, "threads": threads, "rates": rates({side: counts[side] for side in SIDES}, frames),
+        "face": face, "threads": threads, "precision": precision, "rates": rates({side: counts[side] for side in SIDES}, frames),
         "any_hand": {**counts["any_hand"], "rate_before": counts["any_hand"]["before"] / max(frames, 1),
                      "rate_after": counts["any_hand"]["after"] / max(frames, 1)},
         "verify": {"clips": verified, "equal": verified - len(mismatches), "mismatches": mismatches},
         "wall_s": time.perf_counter() - start}
     if timing_clips:
-        summary["timing"] = timing(pick_clips(paths[0].parent, timing_clips), frame_step, face, threads)
+        summary["timing"] = timing(pick_clips(paths[0].parent, timing_clips), frame_step, face, threads, precision)
     if compare is not None:
         summary["mediapipe"] = compare
     summary["load_avg_1min"] = os.getloadavg()[0]
@@ -279,7 +279,8 @@ def run(paths: list[Path], frame_step: int, face: str, threads: int, verify_clip
 
 def report(summary: dict[str, Any]) -> None:
     print(f"\n{summary['clips']} clips, {summary['frames']} keypoint frames (frame_step {summary['frame_step']}), "
-          f"body on {summary['frames_with_body']}; face {summary['face']}, threads {summary['threads']}")
+          f"body on {summary['frames_with_body']}; face {summary['face']}, threads {summary['threads']}, "
+          f"precision {summary.get('precision', 'f32')}")
     print(f"\n  {'hand':<11} {'before':>8} {'after':>8} {'added':>7} {'palm':>6} {'prev':>6} "
           f"{'out frame':>10} {'out pic':>8} {'low vis':>8}  (proxies: share of added | of tracker's)")
     for name, r in summary["rates"].items():
@@ -312,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--face", default="none", choices=("none", "subset", "full"),
                     help="face points (default none: the hands do not depend on them)")
     ap.add_argument("--threads", type=int, default=1, help="OpenVINO inference threads (default 1)")
+    ap.add_argument("--precision", default="mixed", choices=("f32", "mixed", "bf16"),
+                    help="the engine's precision (default mixed, as params.yaml's pose.openvino)")
     ap.add_argument("--verify-clips", type=int, default=5,
                     help="clips run again with the option off to check the 'before' hands (default 5)")
     ap.add_argument("--timing-clips", type=int, default=20,
@@ -326,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(paths)} clips from {folder}")
     listed: list[dict[str, Any]] | None = [] if args.list else None
     summary = run(paths, args.frame_step, args.face, args.threads, args.verify_clips, args.timing_clips,
-                  args.mediapipe_pose, listed)
+                  args.mediapipe_pose, listed, args.precision)
     report(summary)
     if args.list:
         import pandas as pd
