@@ -105,12 +105,12 @@ def test_demo_params_change_only_sizes_and_folders() -> None:
     assert result.returncode == 0, result.stdout + result.stderr  # valid against the schema when merged
 
 
-def test_openvino_pose_config_changes_only_the_engine_and_folders() -> None:
-    """pipeline/openvino-pose.yaml: make all's pose path with the OpenVINO engine, in data/ov only."""
-    config = yaml.safe_load((REPO_ROOT / "pipeline" / "openvino-pose.yaml").read_text())
-    assert config == {"data_dir": "data/ov", "logs_dir": "logs/ov", "benchmarks_dir": "benchmarks/ov",
-                      "pose": {"estimator": "openvino"}}
+def test_mediapipe_pose_config_changes_only_the_engine_and_folders() -> None:
+    """pipeline/mediapipe-pose.yaml: make all's pose path with MediaPipe's own Holistic, in data/mp only."""
+    config = yaml.safe_load((REPO_ROOT / "pipeline" / "mediapipe-pose.yaml").read_text())
+    assert config == {"data_dir": "data/mp", "logs_dir": "logs/mp", "benchmarks_dir": "benchmarks/mp",
+                      "pose": {"estimator": "mediapipe"}}
     result = subprocess.run([sys.executable, "-m", "snakemake", "-n", "pack_pose", "--forceall", "--configfile",
-                             "pipeline/openvino-pose.yaml"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+                             "pipeline/mediapipe-pose.yaml"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "data/ov/pose/shard-000.parquet" in result.stdout and "data/pose/shard-000.parquet" not in result.stdout
+    assert "data/mp/pose/shard-000.parquet" in result.stdout and "data/pose/shard-000.parquet" not in result.stdout

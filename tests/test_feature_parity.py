@@ -84,8 +84,9 @@ def test_the_exported_model_carries_the_keypoint_rate(pipeline: dict) -> None:
     spec = pipeline["recognizer"].spec
     _, index, meta = load_packed(pipeline["root"] / "packed")
     assert spec.frame_step == 2 and spec.keypoint_fps == pytest.approx(12.5)
-    assert spec.estimator_settings() == {"estimator": "mediapipe", "face": "subset", "model_complexity": 1,
-                                         "min_detection_confidence": 0.5, "min_tracking_confidence": 0.5}
+    assert spec.estimator_settings() == {"estimator": "openvino", "face": "subset", "model_complexity": 1,
+                                         "min_detection_confidence": 0.5, "min_tracking_confidence": 0.5,
+                                         "precision": "mixed", "hand_second_chance": True}
     assert spec.pose_settings == meta["recording"]["pose_settings"]
     assert spec.clip_seconds == pytest.approx(float(np.median(index["length"] / index["fps"])), rel=1e-5)
     assert spec.frame_step_for(25.0) == 2 and spec.frame_step_for(30.0) == 2 and spec.frame_step_for(60.0) == 5

@@ -96,8 +96,9 @@ def test_session_equals_estimate(frames, keypoints) -> None:
 
 
 def test_settings_select_the_engine() -> None:
-    assert pose_settings(frame_step=1).estimator == "mediapipe"
-    assert "estimator" not in pose_settings(frame_step=1).output_dict()  # default shards keep their metadata
+    assert pose_settings(frame_step=1).estimator == "openvino"  # params.yaml's default
+    # shards made with mediapipe, the engine before there was a choice, keep their metadata
+    assert "estimator" not in pose_settings(estimator="mediapipe", frame_step=1).output_dict()
     ov = pose_settings(estimator="openvino", face="none", frame_step=1)
     assert ov.output_dict()["estimator"] == "openvino"
     sk = ov.skeleton()
@@ -115,7 +116,7 @@ def test_openvino_options_reach_the_engine_and_the_shards() -> None:
     assert ov.output_dict()["openvino"] == options  # recorded: predict rebuilds the same engine
     est = ov.make_estimator()
     assert (est.precision, est.hand_second_chance) == ("mixed", True) and "palm_detection" in est.models.requests
-    assert "openvino" not in pose_settings(frame_step=1, openvino=options).output_dict()  # mediapipe ignores them
+    assert "openvino" not in pose_settings(estimator="mediapipe", frame_step=1, openvino=options).output_dict()
     spec_settings = InputSpec(skeleton=ov.skeleton().to_dict(), points=("body.nose",),
                               recording={"pose_settings": ov.output_dict()}).estimator_settings()
     assert spec_settings == {"estimator": "openvino", "face": "none", "model_complexity": 1,
