@@ -395,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "pose",
-        help="one shard: MediaPipe Holistic keypoints of every usable clip into a Parquet shard",
+        help="one shard: Holistic keypoints (pose.estimator's engine) of every usable clip into a Parquet shard",
         description="Runs pose estimation (params: pose.*) over the usable clips of CLIPS_DIR/shard-NNN/clips.parquet "
         "and writes OUT_DIR/shard-NNN.parquet (one row per clip, skeleton in the file metadata). Resumable: a killed "
         "run continues from its last checkpoint.",

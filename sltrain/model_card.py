@@ -94,7 +94,7 @@ def model_card(metadata: Mapping[str, Any], parity: Mapping[str, Any] | None = N
            f"- Architecture: `{model.get('name', '?')}` ({', '.join(f'{k}={v}' for k, v in model.get('config', {}).items())}),"
            f" heads: {', '.join(model.get('heads', {})) or 'gloss'}; best epoch {metadata.get('epoch', '?')}"
            + (f" of at most {train['epochs']}" if "epochs" in train else "") + ".",
-           f"- Input: MediaPipe Holistic keypoints ({(spec.get('skeleton') or {}).get('estimator', 'mediapipe')}"
+           f"- Input: Holistic keypoints ({(spec.get('skeleton') or {}).get('estimator', 'mediapipe')}"
            f" {(spec.get('skeleton') or {}).get('estimator_version', '')}) of up to {spec.get('num_frames', '?')}"
            f" frames, tensor `pose` {inputs.get('shape', '?')} and `mask`; the video's own pose estimation runs "
            "inside `predict`, `stream` and `serve`.",
@@ -127,7 +127,7 @@ def model_card(metadata: Mapping[str, Any], parity: Mapping[str, Any] | None = N
             "## Limitations", "",
             "- The training clips come from a few hundred signers and web videos; accuracy on other signers, "
             "cameras, lighting, framing or sign variants is not measured here and may be much lower.",
-            "- The model sees only keypoints: when MediaPipe loses the hands (fast motion, blur, occlusion), "
+            "- The model sees only keypoints: when the pose estimator loses the hands (fast motion, blur, occlusion), "
             "the answer degrades; a video with no person in view is refused.",
             "- Scores are softmax probabilities over the known glosses, not calibrated confidences.", ""]
     return "\n".join(out)
