@@ -68,6 +68,11 @@ def test_second_chance_recovers_a_lost_hand_near_the_wrist(frames, engines) -> N
         assert gap <= WRIST_GATE * body_scale(body, width, height)
     _, none_added = est.estimate_with_recovered(frames[PLAIN])
     assert not any(none_added)  # where the tracker keeps its hands, nothing is added
+    # a plain session (stream's) keeps no per-frame record, so an endless stream does not grow it
+    with est.session() as session:
+        rows = np.stack([session.process(frame) for frame in clip])
+    assert session.recovered is None
+    np.testing.assert_array_equal(rows, kp)
 
 
 def test_palm_rect_follows_palm_detection_to_roi() -> None:

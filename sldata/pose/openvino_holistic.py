@@ -815,9 +815,13 @@ class OpenVinoHolisticEstimator:
         self.face_anchors = ssd_anchors(128, (8, 16, 16, 16))
         self.palm_anchors = ssd_anchors(192, (8, 16, 16, 16))
 
-    def session(self) -> OpenVinoHolisticSession:
-        """Fresh tracking state for one clip or stream (see :class:`sldata.pose.estimator.PoseSession`)."""
-        return OpenVinoHolisticSession(self)
+    def session(self, record_recovered: bool = False) -> OpenVinoHolisticSession:
+        """Fresh tracking state for one clip or stream (see :class:`sldata.pose.estimator.PoseSession`).
+
+        ``record_recovered`` keeps the session's per-frame ``recovered`` record (one entry per
+        frame: off by default, so an endless stream does not grow it).
+        """
+        return OpenVinoHolisticSession(self, record_recovered=record_recovered)
 
     def estimate(self, frames: Iterable[np.ndarray]) -> np.ndarray:
         """Keypoints ``[T, P, 4]`` float32 of one clip's RGB uint8 ``[H, W, 3]`` frames (in order)."""
@@ -825,11 +829,12 @@ class OpenVinoHolisticEstimator:
 
     def estimate_with_recovered(self, frames: Iterable[np.ndarray]) -> tuple[np.ndarray, list[dict[str, str]]]:
         """:meth:`estimate`, and its session's ``recovered``: per frame, the hands the second chance added."""
-        with self.session() as session:
+        with self.session(record_recovered=True) as session:
             rows = [session.process(frame, where=f"frame {i}") for i, frame in enumerate(frames)]
+        recovered = session.recovered if session.recovered is not None else []
         if not rows:
-            return np.zeros((0, self.skeleton.num_points, len(COMPONENTS)), dtype=np.float32), session.recovered
-        return np.stack(rows), session.recovered
+            return np.zeros((0, self.skeleton.num_points, len(COMPONENTS)), dtype=np.float32), recovered
+        return np.stack(rows), recovered
 
     def without_recovered(self, keypoints: np.ndarray, recovered: list[dict[str, str]]) -> np.ndarray:
         """``keypoints`` ``[T, P, 4]`` with the hands in ``recovered`` taken out (NaN, confidence 0).
@@ -848,7 +853,7 @@ class OpenVinoHolisticEstimator:
 class OpenVinoHolisticSession:
     """Tracking state of one clip for :class:`OpenVinoHolisticEstimator` (a context manager)."""
 
-    def __init__(self, estimator: OpenVinoHolisticEstimator) -> None:
+    def __init__(self, estimator: OpenVinoHolisticEstimator, record_recovered: bool = False) -> None:
         self.est = estimator
         self.time_us = 0
         self.prev_pose_roi: Rect | None = None
@@ -857,8 +862,9 @@ class OpenVinoHolisticSession:
         self.prev_face: np.ndarray | None = None
         self.last_hands: dict[str, np.ndarray | None] = {"left_hand": None, "right_hand": None}
         """The hands output on the previous frame (the tracker's or recovered): the second chance's memory."""
-        self.recovered: list[dict[str, str]] = []
-        """Per processed frame, the hand sides the second chance found, each with how: ``palm`` or ``previous``."""
+        self.recovered: list[dict[str, str]] | None = [] if record_recovered else None
+        """Per processed frame, the hand sides the second chance found, each with how: ``palm`` or
+        ``previous``; ``None`` unless the session was made with ``record_recovered``."""
         self.closed = False
 
     # ---- body
@@ -1037,7 +1043,8 @@ class OpenVinoHolisticSession:
             self.prev_hands = {"left_hand": None, "right_hand": None}
             self.prev_face = None
             self.last_hands = {"left_hand": None, "right_hand": None}
-            self.recovered.append({})
+            if self.recovered is not None:
+                self.recovered.append({})
             return out
         body, aux = self.filter.apply(self.time_us, found[0], found[1], width, height)
         self.prev_pose_roi = transform_rect(alignment_rect(aux[0], aux[1], width, height, math.pi / 2),
@@ -1047,7 +1054,9 @@ class OpenVinoHolisticSession:
         for side, idx in (("left_hand", _LEFT_HAND_FROM_POSE), ("right_hand", _RIGHT_HAND_FROM_POSE)):
             hands[side] = self._hand(frame, body, side, idx)
             self.prev_hands[side] = hands[side]  # the tracker follows its own hands only
-        self.recovered.append(self._second_chances(frame, body, hands) if est.hand_second_chance else {})
+        found = self._second_chances(frame, body, hands) if est.hand_second_chance else {}
+        if self.recovered is not None:
+            self.recovered.append(found)
         self.last_hands = hands
         for side, hand in hands.items():
             if hand is not None:
