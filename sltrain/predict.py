@@ -3,15 +3,15 @@
 :class:`Recognizer` reads an exported IR (``model.xml`` + ``model.bin``), whose runtime info
 carries the input spec and the class names, and compiles it with OpenVINO (f32 inference
 precision). A video is decoded with PyAV (:class:`sldata.pose.extract.ClipReader`: any
-resolution or frame rate, undecodable packets skipped), MediaPipe Holistic gives its keypoints
-on the frames training would have used (the frame step that gives the keypoint rate of the
+resolution or frame rate, undecodable packets skipped), the pose engine training's keypoints came
+from (MediaPipe Holistic or its OpenVINO rebuild) gives the keypoints on the frames training would have used (the frame step that gives the keypoint rate of the
 training data, with training's Holistic settings: :attr:`InputSpec.recording`),
 :func:`sltrain.inputs.clip_features` turns them
 into model input exactly as in training, and the softmax of the ``gloss`` logits ranks the
 classes.
 
 This module imports neither torch nor :mod:`sltrain.export`; inference needs only numpy,
-OpenVINO, PyAV and MediaPipe.
+OpenVINO, PyAV and MediaPipe (whose wheel holds the pose models).
 
 Per-file failures raise :class:`PredictError` with a stable ``reason`` (:class:`PredictReason`):
 the CLI (``python -m sltrain predict VIDEO... --model DIR``) reports them per file, carries on
@@ -100,7 +100,7 @@ class Prediction:
     decode_errors
         Undecodable packets skipped.
     timings
-        Seconds spent in ``decode``, ``pose`` (MediaPipe), ``features``, ``classify`` and ``total``.
+        Seconds spent in ``decode``, ``pose`` (the pose engine), ``features``, ``classify`` and ``total``.
     """
 
     path: str

@@ -42,7 +42,9 @@ ARTIFACTS = [
 # same bytes. (Not here: the ledgers, which record times; manifest.parquet and samples.parquet,
 # which record the shared data's absolute path; and the trained models, whose checkpoints now
 # record only the params their stage reads: weights and eval metrics were identical.) A deliberate
-# change to a data stage's code or params must record these again.
+# change to a data stage's code or params must record these again: the pose-derived ones (pose
+# shards, pose summary, packed keypoints, hand crops) were recorded again when the OpenVINO pose
+# engine became the default (e944caa); the others are still 407bc2c's bytes.
 BEFORE_ISSUE_16 = {
     "data/clips/shard-000/clips.parquet": "f3670760f463d15a724931e40256031b4f9affd61cda0ecfffdf998e6b63aa91",
     "data/clips/shard-000/report.json": "016834a21f9ea68df6fb21d42f708b9c5b594592578bc0199ccb37c42683a73a",
@@ -53,24 +55,24 @@ BEFORE_ISSUE_16 = {
     "data/example/clip.mp4": "a8219631de73fafeca407367fc41383b8315af9832e88ae4ce74eaf9adcbf707",
     "data/example/example.json": "a0cf3c05cf1bc52ac24591499e6a7bbfcfcc2c66d11cc632ec8789cb3f6b4a8f",
     "data/features/pose/index.parquet": "77ecdc36b86b6ae47cc82287c0c2412612daa2d1700f2b2612dd1279eef1d3ff",
-    "data/features/pose/keypoints.npy": "1d0281753781756c34b0e49279cc4e389b170d1799ac50588ac7f2219861f634",
-    "data/features/pose/skeleton.json": "6739e102968e7cbc731e6c7c2d0d581ab2198024d675aac05dfd53cb65fa1ca9",
+    "data/features/pose/keypoints.npy": "c05906c70c7ab120a0d74dd6a902a54b0573be86b82a8f5de1a26f5146b019ba",
+    "data/features/pose/skeleton.json": "797856a36617e1b56e3b12cb01a4260961a410772bf9071267999b366dfb5639",
     "data/frames/shard-000/frames.npy": "f2a19842120ae135794a22a6d4ef563078a7bebff1366554bcb5f727ee9a46eb",
     "data/frames/shard-000/index.parquet": "580c8a11ae2e00db023378c7180e7de244ee68d5912e965e38b56e002497c301",
     "data/frames/shard-001/frames.npy": "43f6d4b8234b103b3695dfaeae9919c219d5697699c60a53686a7e9f98f9c216",
     "data/frames/shard-001/index.parquet": "ec1515b435ccbfe66a6e81a37752c1c0792f3c98922f5834c67ec21e52f31015",
-    "data/hand_crops/shard-000/boxes.npy": "2b6fba949620aeaea721005639c62daf88cd81863beb7684932104b1e1e9ded1",
-    "data/hand_crops/shard-000/crops.npy": "6a9dbd8500239db2742d280e8dde013afc2767ce126db7655bf8d54003c31d7d",
-    "data/hand_crops/shard-000/index.parquet": "8bdafacfe1f05e4f4a9c6fd03cc098798ee6fe7bf80be36fde83955b64fdaf9c",
-    "data/hand_crops/shard-001/boxes.npy": "9cf279976592e7dbd4454bf5e8f7cb43aac45a8430088434a0bf42925ee6bf3e",
-    "data/hand_crops/shard-001/crops.npy": "983fd71f76224c5321bb08c45045c4b0a4ceb7da38c91446d130e80dd3f297b5",
-    "data/hand_crops/shard-001/index.parquet": "7a8a70546761419316f80b287c19587507b52172e9da9fd62925ad76e023a0ad",
+    "data/hand_crops/shard-000/boxes.npy": "6c15f4684c11ffb4eb1656dbfcfd3aafd60472892e36e723da4ee8925348a1b0",
+    "data/hand_crops/shard-000/crops.npy": "d7280eaa1f60b46aa7583475a0add6271e92ccdff08c7d3e4438a60db5906aa2",
+    "data/hand_crops/shard-000/index.parquet": "6abc4168c2f87f42b7e45cffd8f4f1e4b37f40fc29bb157d6cd8ce7ecf0a5bea",
+    "data/hand_crops/shard-001/boxes.npy": "b0a3fe0b95a7b8aae878e8bd1092496bb958f852bf5d159ec52199665f470dfd",
+    "data/hand_crops/shard-001/crops.npy": "2633118513f88cb342f79f4603de304306aa44b1b0876e1fddb0be0c7326cc38",
+    "data/hand_crops/shard-001/index.parquet": "2693509518c7642a2deeb363cf70cb773bd77fe108bb69750ba1bf37af22a6db",
     "data/manifest/rejects.parquet": "8831c9ca3e316673dde0dc14d36b189fb69314ff6baa00b46b7062e2d6c18edf",
     "data/manifest/report.json": "a1e3a6c44aece8f710a217d415177ac5d67f7d28626aee5ee9336c50e5dcc9df",
-    "data/pose/shard-000.parquet": "f5bae7c9c494c2e476e9ae10f3cfa6788ea4d8890396d43a942e0ec73b4427ef",
-    "data/pose/shard-001.parquet": "f5640e212e36be3f33fc664afe8cb3132ef4a9cf5b81e14dc10456cca531915a",
-    "data/pose_summary/summary.csv": "2bdbfe39781374cc2798f5075619c4fe3d2bb769552d0649a0e78470cc49b2be",
-    "data/pose_summary/summary.json": "5a1687a3d0ba02fb9238d342c084650b29f12339688e0437b503e3f8995c7384",
+    "data/pose/shard-000.parquet": "aa5a8c4c7c74d91081a073fd00f79f1e131df703c0d3477ae6e2ecf82c7d47c1",
+    "data/pose/shard-001.parquet": "487ac001b7afd22d761768fef7cea4e1b59c4dee475348211ee6c33390a05c14",
+    "data/pose_summary/summary.csv": "f945d26f8a0012d22941453502c67827acd8bb7e73f38364fbfaa4de67361264",
+    "data/pose_summary/summary.json": "ce55c88861c77f048227c70292be7a0519644d7ae65845e697cd242ec35978ab",
     "data/subset/label_map.json": "bcc0fd9e522383e984f64f351387f07736112180723532ec7025c0088900b4f4",
     "data/subset/report.json": "564a4d2fadbff98a4f761f9f5cb11e6fdaeab26fdfcbd425f48b6a2f42482ca2",
 }
