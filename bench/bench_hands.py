@@ -51,7 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from sldata.pose.extract import ClipReader  # noqa: E402
-from sldata.pose.openvino_holistic import OpenVinoHolisticEstimator  # noqa: E402
+from sldata.pose.openvino_holistic import PRECISIONS, OpenVinoHolisticEstimator  # noqa: E402
 
 SIDES = ("left_hand", "right_hand")
 WRIST = {"left_hand": 15, "right_hand": 16}
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--face", default="none", choices=("none", "subset", "full"),
                     help="face points (default none: the hands do not depend on them)")
     ap.add_argument("--threads", type=int, default=1, help="OpenVINO inference threads (default 1)")
-    ap.add_argument("--precision", default="mixed", choices=("f32", "mixed", "bf16"),
+    ap.add_argument("--precision", default="mixed", choices=PRECISIONS,
                     help="the engine's precision (default mixed, as params.yaml's pose.openvino)")
     ap.add_argument("--verify-clips", type=int, default=5,
                     help="clips run again with the option off to check the 'before' hands (default 5)")

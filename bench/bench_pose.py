@@ -47,6 +47,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,8 @@ def pipeline_run(clips: pd.DataFrame, out: Path, workers: int, frame_step: int,
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0 + children_cpu() - child0
     return {"frames": summary["frames"], "clips": summary["clips"], "wall": wall, "cpu": cpu, "storage": timer.seconds,
-            "by_status": summary["by_status"], "bytes": out.stat().st_size}
+            "by_status": summary["by_status"], "bytes": out.stat().st_size,
+            **({"openvino": asdict(settings.openvino)} if estimator == "openvino" else {})}
 
 
 # --------------------------------------------------------------------------- (d)
@@ -505,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
             "a_plain": {"frames": n_a, "seconds": a_s, "cpu_seconds": a_cpu, "frames_per_s": n_a / a_s},
             "b_pipeline_step1": {**b, "frames_per_s": b_fps, "speedup_vs_a": b_fps / (n_a / a_s),
                                  "overhead_share": overhead},
-            "e_pipeline_openvino": {**e, "frames_per_s": e["frames"] / e["wall"], "openvino": section_openvino(),
+            "e_pipeline_openvino": {**e, "frames_per_s": e["frames"] / e["wall"],
                                     "cpu_ratio_vs_a": (e["cpu"] / e["frames"]) / (a_cpu / n_a),
                                     "cpu_ratio_vs_b": (e["cpu"] / e["frames"]) / (b["cpu"] / b["frames"])},
         })
@@ -524,13 +526,6 @@ def main(argv: list[str] | None = None) -> int:
             "d_storage": storage,
         })
     return finish(res, args.json)
-
-
-def section_openvino() -> dict[str, Any]:
-    """params.yaml's ``pose.openvino`` options, which (e) runs with."""
-    from sldata.params import load_params
-
-    return dict(load_params(REPO_ROOT / "params.yaml")["pose"]["openvino"])
 
 
 def print_engines(res: dict[str, Any]) -> None:

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from sldata.pose.estimator import make_estimator  # noqa: E402
 from sldata.pose.extract import ClipReader  # noqa: E402
+from sldata.pose.openvino_holistic import PRECISIONS  # noqa: E402
 from sldata.pose.parity import PartParity, compare  # noqa: E402
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frame-step", type=int, default=2, help="keep every n-th frame (default 2, as params.yaml)")
     ap.add_argument("--face", default="subset", choices=("none", "subset", "full"))
     ap.add_argument("--threads", type=int, default=1, help="OpenVINO inference threads (default 1)")
-    ap.add_argument("--precision", default="f32", choices=("f32", "bf16", "mixed"), help="OpenVINO precision (default f32)")
+    ap.add_argument("--precision", default="f32", choices=PRECISIONS, help="OpenVINO precision (default f32)")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary here")
     args = ap.parse_args(argv)
     folder = args.videos or shared_data_dir() / "wlasl100_clips" / "videos"

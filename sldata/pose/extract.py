@@ -117,12 +117,9 @@ class OpenVinoOptions:
     hand_second_chance: bool = False
 
     def __post_init__(self) -> None:
-        from sldata.pose.openvino_holistic import PRECISIONS
+        from sldata.pose.openvino_holistic import validate_options
 
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"pose openvino precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if not isinstance(self.hand_second_chance, bool):
-            raise ValueError(f"pose openvino hand_second_chance must be true or false, got {self.hand_second_chance!r}")
+        validate_options(self.precision, self.hand_second_chance, label="pose openvino ")
 
 
 @dataclass(frozen=True)

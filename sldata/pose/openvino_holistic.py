@@ -86,6 +86,18 @@ SIGNED_INPUT = ("pose_detection", "face_detection")
 """Models whose input pixels are in -1..1 (the others take 0..1)."""
 
 
+def validate_options(precision: str, hand_second_chance: bool, label: str = "") -> None:
+    """Raise ``ValueError`` (its message starting with ``label``) unless both engine options are valid.
+
+    The one check of the engine's options, for :class:`OpenVinoHolisticEstimator` and for
+    params.yaml's ``pose.openvino`` (:class:`sldata.pose.extract.OpenVinoOptions`).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"{label}precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if not isinstance(hand_second_chance, bool):
+        raise ValueError(f"{label}hand_second_chance must be true or false, got {hand_second_chance!r}")
+
+
 def openvino_skeleton(face: str = "subset", model_complexity: int = 1) -> Skeleton:
     """The :class:`Skeleton` :class:`OpenVinoHolisticEstimator` produces, without importing openvino."""
     mp_version = importlib.metadata.version("mediapipe")
@@ -798,10 +810,7 @@ class OpenVinoHolisticEstimator:
         validate_holistic_settings(face, model_complexity, min_detection_confidence, min_tracking_confidence)
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 0:
             raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if not isinstance(hand_second_chance, bool):
-            raise ValueError(f"hand_second_chance must be true or false, got {hand_second_chance!r}")
+        validate_options(precision, hand_second_chance)
         self.hand_second_chance = hand_second_chance
         self.precision = precision
         self.model_complexity = model_complexity
