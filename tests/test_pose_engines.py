@@ -15,8 +15,8 @@ import pytest
 
 from sldata.pose.estimator import HolisticEstimator, make_estimator
 from sldata.pose.extract import ClipReader
-from sldata.pose.openvino_holistic import (OpenVinoHolisticEstimator, Rect, hand_rect_from_landmarks,
-                                           normalize_radians, ssd_anchors, transform_rect)
+from sldata.pose.openvino_holistic import (CACHE_ENV, OpenVinoHolisticEstimator, Rect, compiled_model_cache, crop,
+                                           hand_rect_from_landmarks, normalize_radians, ssd_anchors, transform_rect)
 from sldata.pose.parity import compare
 from sldata.pose.skeleton import present
 from sltrain.inputs import InputSpec
@@ -181,3 +181,75 @@ def test_the_pose_cache_key_depends_on_the_engine_modules_only(tmp_path: Path, m
     with (tmp_path / "store.py").open("a") as f:
         f.write("\n# an edit\n")
     assert key("mediapipe") != before["mediapipe"]
+
+
+def test_crops_warp_into_the_model_input_in_place(frames) -> None:
+    frame = frames[CLIPS[0]][0]
+    rect = Rect(0.45, 0.5, 0.3, 0.4, 0.3)
+    buffer = np.zeros((1, 224, 224, 3), dtype=np.uint8)
+    got = crop(frame, rect, 224, 224, keep_aspect=True, zero_border=False, out=buffer[0])
+    fresh = crop(frame, rect, 224, 224, keep_aspect=True, zero_border=False)
+    assert np.shares_memory(got.tensor, buffer) and buffer.any()
+    np.testing.assert_array_equal(got.tensor, fresh.tensor)
+    assert (got.padding, got.padded) == (fresh.padding, fresh.padded)
+    with pytest.raises(ValueError, match="crop destination"):
+        crop(frame, rect, 224, 224, keep_aspect=True, zero_border=False, out=np.zeros((192, 192, 3), np.uint8))
+
+
+def test_both_hands_in_one_batch_equal_one_hand_at_a_time(frames) -> None:
+    """The batch-of-two hand landmark model gives each hand exactly what the single model gives it."""
+    est = OpenVinoHolisticEstimator(face="none", precision="mixed")
+    pairs = hands = 0
+    with est.session() as session:
+        for frame in frames[CLIPS[2]]:
+            body = session.process(frame)[:33].astype(np.float64)  # ROIs from this frame's body, as process makes them
+            rois = {side: session._hand_roi(frame, body, side, idx)
+                    for side, idx in (("left_hand", (15, 17, 19)), ("right_hand", (16, 18, 20)))}
+            rois = {side: roi for side, roi in rois.items() if roi is not None}
+            if len(rois) < 2:
+                continue
+            pairs += 1
+            batched = session._hands(frame, rois)
+            for side, roi in rois.items():
+                one = session._hand_landmarks(frame, roi)
+                assert (one is None) == (batched[side] is None)
+                if one is not None:
+                    np.testing.assert_array_equal(batched[side], one)
+                    hands += 1
+    assert pairs >= 10 and hands >= 10
+
+
+def test_compiled_models_are_cached_between_processes(frames, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    clip = frames[CLIPS[0]]
+    monkeypatch.setenv(CACHE_ENV, "off")
+    assert compiled_model_cache() is None
+    uncached = OpenVinoHolisticEstimator(face="subset", precision="mixed", hand_second_chance=True).estimate(clip)
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "ov"))
+    cold = OpenVinoHolisticEstimator(face="subset", precision="mixed", hand_second_chance=True)
+    blobs = sorted((tmp_path / "ov").glob("*.blob"))
+    assert {b.name.split("-")[0] for b in blobs} == {"pose_detection", "pose_landmark", "hand_recrop", "hand_landmark",
+                                                      "hand_landmark_x2", "face_detection", "face_landmark",
+                                                      "palm_detection"}
+    warm = OpenVinoHolisticEstimator(face="subset", precision="mixed", hand_second_chance=True)
+    np.testing.assert_array_equal(cold.estimate(clip), uncached)
+    np.testing.assert_array_equal(warm.estimate(clip), uncached)  # imported models: the same numbers
+    assert sorted((tmp_path / "ov").glob("*.blob")) == blobs and not list((tmp_path / "ov").glob(".*tmp"))
+    torn = next(b for b in blobs if b.name.startswith("pose_landmark"))
+    torn.write_bytes(torn.read_bytes()[:1000])  # a torn file is compiled again and replaced
+    with caplog.at_level("WARNING"):
+        again = OpenVinoHolisticEstimator(face="subset", precision="mixed", hand_second_chance=True)
+    assert "unreadable" in caplog.text and torn.stat().st_size > 1000
+    np.testing.assert_array_equal(again.estimate(clip), uncached)
+    f32 = OpenVinoHolisticEstimator(face="none", precision="f32")  # another precision: other entries
+    assert len(list((tmp_path / "ov").glob("hand_landmark-*.blob"))) == 2 and f32.models.requests
+
+
+def test_no_face_leaves_body_and_hands_unchanged(frames, mixed) -> None:
+    """``face: none`` (params.yaml's default) only drops the face: body and hands are the same numbers."""
+    est = OpenVinoHolisticEstimator(face="none", precision="mixed")
+    assert not any(name.startswith("face") for name in est.models.requests)
+    for vid, clip in frames.items():
+        without = est.estimate(clip)
+        assert without.shape[1] == 75
+        np.testing.assert_array_equal(without, mixed[vid][:, :75])
