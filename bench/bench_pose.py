@@ -13,8 +13,10 @@ On the same ``N`` real WLASL100 clips (``$SLDATA_SHARED/wlasl100_clips/videos``,
     run) as a share of all the work (decode + Holistic + storage, in single-process seconds);
 (c) the same with ``frame_step=2`` (the default in params.yaml): keypoint frames/s and clips/s;
 (e) as (b) with ``pose.estimator: openvino`` (the OpenVINO rebuild of Holistic, with params.yaml's
-    ``pose.openvino`` options): CPU-ms per keypoint frame against (a)'s (target <= 0.5) and
-    against (b)'s, printed side by side with (a) and (b) in one table;
+    ``pose.openvino`` options and ``pose.face``): CPU-ms per keypoint frame against (a)'s (target
+    <= 0.5) and against (b)'s, printed side by side with (a) and (b) in one table;
+(f) as (e) with ``pose.face: subset`` (the face models run, as (a) runs them), unless params.yaml
+    already asks for a face: what skipping the face models saves;
 (d) storage: bytes per clip of the same keypoints as OpenPose-style JSON, one file per frame
     (``people[0].pose_keypoints_2d``, ``face_keypoints_2d``, ``hand_left_keypoints_2d``,
     ``hand_right_keypoints_2d``: flattened ``[x, y, c, ...]`` in pixels, missing points
@@ -139,14 +141,19 @@ class StorageTimer:
             setattr(extract_mod, name, fn)
 
 
-def pipeline_run(clips: pd.DataFrame, out: Path, workers: int, frame_step: int,
-                 estimator: str = "mediapipe") -> dict[str, Any]:
-    """``extract_pose_shard`` with params.yaml's pose settings but these workers, frame step and engine."""
+def params_pose() -> dict[str, Any]:
+    """params.yaml's ``pose`` section."""
     from sldata.params import load_params
 
-    section = load_params(Path(__file__).resolve().parents[1] / "params.yaml")["pose"]
+    return load_params(Path(__file__).resolve().parents[1] / "params.yaml")["pose"]
+
+
+def pipeline_run(clips: pd.DataFrame, out: Path, workers: int, frame_step: int,
+                 estimator: str = "mediapipe", face: str | None = None) -> dict[str, Any]:
+    """``extract_pose_shard`` with params.yaml's pose settings but these workers, frame step and engine (and face)."""
+    section = params_pose()
     settings = PoseSettings.from_dict({**section, "workers": workers, "frame_step": frame_step, "checkpoint_every": 25,
-                                       "estimator": estimator})
+                                       "estimator": estimator, "face": face or section["face"]})
 
     def children_cpu() -> float:  # worker processes, counted once they have been joined
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -158,7 +165,7 @@ def pipeline_run(clips: pd.DataFrame, out: Path, workers: int, frame_step: int,
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu0 + children_cpu() - child0
     return {"frames": summary["frames"], "clips": summary["clips"], "wall": wall, "cpu": cpu, "storage": timer.seconds,
-            "by_status": summary["by_status"], "bytes": out.stat().st_size,
+            "by_status": summary["by_status"], "bytes": out.stat().st_size, "face": settings.face,
             **({"openvino": asdict(settings.openvino)} if estimator == "openvino" else {})}
 
 
@@ -502,6 +509,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(Holistic {holistic_s:.1f} s)", flush=True)
         e = pipeline_run(clips, tmp_path / "openvino.parquet", args.workers, 1, estimator="openvino")
         assert e["frames"] == n_a, (e["frames"], n_a)
+        if e["face"] == "none":
+            f = pipeline_run(clips, tmp_path / "openvino-face.parquet", args.workers, 1, estimator="openvino",
+                             face="subset")
+            res["f_pipeline_openvino_face"] = {**f, "frames_per_s": f["frames"] / f["wall"],
+                                               "cpu_ratio_vs_a": (f["cpu"] / f["frames"]) / (a_cpu / n_a)}
         res.update({
             "decode": {"frames": n_dec, "seconds": dec_s},
             "a_plain": {"frames": n_a, "seconds": a_s, "cpu_seconds": a_cpu, "frames_per_s": n_a / a_s},
@@ -533,9 +545,13 @@ def print_engines(res: dict[str, Any]) -> None:
     a, b, e = res["a_plain"], res["b_pipeline_step1"], res["e_pipeline_openvino"]
     a_ms = 1000 * a["cpu_seconds"] / a["frames"]
     rows = [("(a) plain Holistic loop, 1 process", a["frames_per_s"], a_ms),
-            ("(b) pipeline, mediapipe engine", b["frames_per_s"], 1000 * b["cpu"] / b["frames"]),
-            (f"(e) pipeline, openvino engine ({', '.join(f'{k} {v}' for k, v in e['openvino'].items())})",
-             e["frames_per_s"], 1000 * e["cpu"] / e["frames"])]
+            (f"(b) pipeline, mediapipe engine (face {b['face']})", b["frames_per_s"], 1000 * b["cpu"] / b["frames"]),
+            (f"(e) pipeline, openvino engine ({', '.join(f'{k} {v}' for k, v in e['openvino'].items())}, "
+             f"face {e['face']})", e["frames_per_s"], 1000 * e["cpu"] / e["frames"])]
+    if "f_pipeline_openvino_face" in res:
+        f = res["f_pipeline_openvino_face"]
+        rows.append((f"(f) as (e), face {f['face']}: the face models run, as in (a)", f["frames_per_s"],
+                     1000 * f["cpu"] / f["frames"]))
     print(f"\n{'variant (frame_step 1, ' + str(a['frames']) + ' frames)':<86} {'frames/s':>9} {'CPU-ms/frame':>13} "
           f"{'vs (a)':>7}")
     for label, fps, ms in rows:

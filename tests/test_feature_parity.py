@@ -84,7 +84,7 @@ def test_the_exported_model_carries_the_keypoint_rate(pipeline: dict) -> None:
     spec = pipeline["recognizer"].spec
     _, index, meta = load_packed(pipeline["root"] / "packed")
     assert spec.frame_step == 2 and spec.keypoint_fps == pytest.approx(12.5)
-    assert spec.estimator_settings() == {"estimator": "openvino", "face": "subset", "model_complexity": 1,
+    assert spec.estimator_settings() == {"estimator": "openvino", "face": "none", "model_complexity": 1,
                                          "min_detection_confidence": 0.5, "min_tracking_confidence": 0.5,
                                          "precision": "mixed", "hand_second_chance": True}
     assert spec.pose_settings == meta["recording"]["pose_settings"]

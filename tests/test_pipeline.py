@@ -44,7 +44,9 @@ ARTIFACTS = [
 # record only the params their stage reads: weights and eval metrics were identical.) A deliberate
 # change to a data stage's code or params must record these again: the pose-derived ones (pose
 # shards, pose summary, packed keypoints, hand crops) were recorded again when the OpenVINO pose
-# engine became the default (e944caa); the others are still 407bc2c's bytes.
+# engine became the default (e944caa), and the pose shards and packed keypoints once more when
+# pose.face became none (no face points; the summary and hand crops kept their bytes, as the body
+# and hands did); the others are still 407bc2c's bytes.
 BEFORE_ISSUE_16 = {
     "data/clips/shard-000/clips.parquet": "f3670760f463d15a724931e40256031b4f9affd61cda0ecfffdf998e6b63aa91",
     "data/clips/shard-000/report.json": "016834a21f9ea68df6fb21d42f708b9c5b594592578bc0199ccb37c42683a73a",
@@ -55,8 +57,8 @@ BEFORE_ISSUE_16 = {
     "data/example/clip.mp4": "a8219631de73fafeca407367fc41383b8315af9832e88ae4ce74eaf9adcbf707",
     "data/example/example.json": "a0cf3c05cf1bc52ac24591499e6a7bbfcfcc2c66d11cc632ec8789cb3f6b4a8f",
     "data/features/pose/index.parquet": "77ecdc36b86b6ae47cc82287c0c2412612daa2d1700f2b2612dd1279eef1d3ff",
-    "data/features/pose/keypoints.npy": "c05906c70c7ab120a0d74dd6a902a54b0573be86b82a8f5de1a26f5146b019ba",
-    "data/features/pose/skeleton.json": "797856a36617e1b56e3b12cb01a4260961a410772bf9071267999b366dfb5639",
+    "data/features/pose/keypoints.npy": "11a32d0d81f7808eadbd235b7db5de2e51cef391ea8667edbb081943cba05fe6",
+    "data/features/pose/skeleton.json": "41bf8ba681f9fe155737d25e8d38240482daac2c34d579a91702af0fb0f3816d",
     "data/frames/shard-000/frames.npy": "f2a19842120ae135794a22a6d4ef563078a7bebff1366554bcb5f727ee9a46eb",
     "data/frames/shard-000/index.parquet": "580c8a11ae2e00db023378c7180e7de244ee68d5912e965e38b56e002497c301",
     "data/frames/shard-001/frames.npy": "43f6d4b8234b103b3695dfaeae9919c219d5697699c60a53686a7e9f98f9c216",
@@ -69,8 +71,8 @@ BEFORE_ISSUE_16 = {
     "data/hand_crops/shard-001/index.parquet": "2693509518c7642a2deeb363cf70cb773bd77fe108bb69750ba1bf37af22a6db",
     "data/manifest/rejects.parquet": "8831c9ca3e316673dde0dc14d36b189fb69314ff6baa00b46b7062e2d6c18edf",
     "data/manifest/report.json": "a1e3a6c44aece8f710a217d415177ac5d67f7d28626aee5ee9336c50e5dcc9df",
-    "data/pose/shard-000.parquet": "aa5a8c4c7c74d91081a073fd00f79f1e131df703c0d3477ae6e2ecf82c7d47c1",
-    "data/pose/shard-001.parquet": "487ac001b7afd22d761768fef7cea4e1b59c4dee475348211ee6c33390a05c14",
+    "data/pose/shard-000.parquet": "c03796083802e0e9eb1e01e3d8266dd9e80ba32877c7c5481dc67ccf85b22d5a",
+    "data/pose/shard-001.parquet": "2473b8c3a9ee49f8066faff5a10acd5349bfcade897c5f466d2f6f60dd487879",
     "data/pose_summary/summary.csv": "f945d26f8a0012d22941453502c67827acd8bb7e73f38364fbfaa4de67361264",
     "data/pose_summary/summary.json": "ce55c88861c77f048227c70292be7a0519644d7ae65845e697cd242ec35978ab",
     "data/subset/label_map.json": "bcc0fd9e522383e984f64f351387f07736112180723532ec7025c0088900b4f4",

@@ -46,11 +46,16 @@ def clip_table(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.Dat
     return pd.DataFrame(rows, columns=["sample_id", "clip_path", "status"])
 
 
+FACE = "subset"
+"""The reference runs extract the face too (params.yaml's default is none), so the face points are checked as well."""
+
+
 @pytest.fixture(scope="module")
 def reference(clip_table: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """An uninterrupted in-process run over the whole table."""
     out = tmp_path_factory.mktemp("pose_ref") / "shard.parquet"
-    summary = extract_pose_shard(clip_table, out, pose_settings(workers=1, checkpoint_every=100, frame_step=1), progress=False)
+    summary = extract_pose_shard(clip_table, out, pose_settings(workers=1, checkpoint_every=100, frame_step=1, face=FACE),
+                                 progress=False)
     return out, summary
 
 
@@ -134,7 +139,7 @@ class _Interrupt(BaseException):
 def test_resume_after_interruption(clip_table: pd.DataFrame, reference: tuple[Path, dict], tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "shard.parquet"
-    settings = pose_settings(workers=1, checkpoint_every=1, frame_step=1)
+    settings = pose_settings(workers=1, checkpoint_every=1, frame_step=1, face=FACE)
     real = extract_mod.process_clip
     calls: list[str] = []
 
@@ -175,7 +180,7 @@ def test_kill_9_then_resume(clip_table: pd.DataFrame, reference: tuple[Path, dic
     out = tmp_path / "shard.parquet"
     table = tmp_path / "clips.json"
     clip_table.to_json(table, orient="records")
-    settings = json.dumps(params_section("pose", workers=1, checkpoint_every=1, frame_step=1))
+    settings = json.dumps(params_section("pose", workers=1, checkpoint_every=1, frame_step=1, face=FACE))
     proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(table), str(out), settings], cwd=REPO_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first_part = parts_dir(out) / "part-00000.parquet"
@@ -190,7 +195,8 @@ def test_kill_9_then_resume(clip_table: pd.DataFrame, reference: tuple[Path, dic
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not out.exists()
-    summary = extract_pose_shard(clip_table, out, pose_settings(workers=1, checkpoint_every=1, frame_step=1), progress=False)
+    summary = extract_pose_shard(clip_table, out, pose_settings(workers=1, checkpoint_every=1, frame_step=1, face=FACE),
+                                 progress=False)
     assert 1 <= summary["resumed"] < 6 and summary["resumed"] + summary["processed"] == 6
     assert out.read_bytes() == reference[0].read_bytes()
     assert not list(tmp_path.rglob("*.tmp"))
@@ -199,7 +205,8 @@ def test_kill_9_then_resume(clip_table: pd.DataFrame, reference: tuple[Path, dic
 def test_two_worker_processes_match_in_process(clip_table: pd.DataFrame, reference: tuple[Path, dict],
                                                tmp_path: Path) -> None:
     out = tmp_path / "shard.parquet"
-    summary = extract_pose_shard(clip_table, out, pose_settings(workers=2, checkpoint_every=2, frame_step=1), progress=False)
+    summary = extract_pose_shard(clip_table, out, pose_settings(workers=2, checkpoint_every=2, frame_step=1, face=FACE),
+                                 progress=False)
     assert summary["processed"] == 6
     assert out.read_bytes() == reference[0].read_bytes()
 
@@ -267,7 +274,7 @@ def test_stale_checkpoints_are_discarded(tmp_path: Path) -> None:
     out = tmp_path / "shard.parquet"
     settings = pose_settings(workers=1, frame_step=1)
     folder = parts_dir(out)
-    other = pose_settings(face="none", frame_step=1)
+    other = pose_settings(face="subset", frame_step=1)
     write_pose_shard([ClipPose("b", "failed", "missing_clip", "old")], folder / "part-00000.parquet",
                      other.skeleton(), other.output_dict())
     write_pose_shard([ClipPose("gone", "failed", "missing_clip", "old")], folder / "part-00001.parquet",
