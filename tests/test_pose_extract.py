@@ -202,6 +202,55 @@ def test_kill_9_then_resume(clip_table: pd.DataFrame, reference: tuple[Path, dic
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+ORPHAN_SCRIPT = """
+import json, multiprocessing, sys, time
+from sldata.pose.extract import PoseSettings, _init_worker
+
+def busy_worker(settings):  # a pool worker in the middle of a very long clip
+    _init_worker(settings)
+    print("ready", flush=True)
+    time.sleep(600)
+
+if __name__ == "__main__":
+    worker = multiprocessing.get_context("spawn").Process(
+        target=busy_worker, args=(PoseSettings.from_dict(json.loads(sys.argv[1])),))
+    worker.start()
+    print(worker.pid, flush=True)
+    worker.join()
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_job_takes_its_worker_processes_with_it(tmp_path: Path, sig: signal.Signals) -> None:
+    """A pose worker leaves within seconds of its job being killed, even in the middle of a clip."""
+    script = tmp_path / "orphan.py"
+    script.write_text(ORPHAN_SCRIPT)
+    settings = json.dumps(params_section("pose", workers=2, frame_step=1))
+    proc = subprocess.Popen([sys.executable, str(script), settings], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    worker = 0
+    try:
+        worker = int(proc.stdout.readline())
+        assert proc.stdout.readline().strip() == "ready"
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(worker), "the worker outlived its killed job"
+    finally:
+        proc.kill()
+        proc.wait()
+        if worker and _alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
 def test_two_worker_processes_match_in_process(clip_table: pd.DataFrame, reference: tuple[Path, dict],
                                                tmp_path: Path) -> None:
     out = tmp_path / "shard.parquet"

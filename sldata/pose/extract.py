@@ -43,6 +43,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -358,8 +359,24 @@ _WORKER_ESTIMATOR: PoseEstimator | None = None
 _WORKER_STEP = 1
 
 
+PARENT_CHECK_S = 1.0
+"""How often a worker checks that the process that started it is still there."""
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this worker process once ``parent`` is gone (killed with SIGTERM or SIGKILL, say).
+
+    A pool's workers otherwise outlive a killed pose job for minutes, each finishing its clip and
+    holding a core; checkpoints are written atomically, so nothing is lost by leaving at once.
+    """
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_S)
+    os._exit(1)
+
+
 def _init_worker(settings: PoseSettings) -> None:
     global _WORKER_ESTIMATOR, _WORKER_STEP
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True, name="orphan-check").start()
     with contextlib.suppress(Exception):  # keep each worker to the cores it is meant to use
         import cv2
 
