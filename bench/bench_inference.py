@@ -194,11 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         own = recognizer.spec.estimator_settings()
         engines = args.engines.split(",") if args.engines else list(dict.fromkeys([own["estimator"], "openvino"]))
         for engine in engines:
-            if engine != own["estimator"]:  # the same keypoint settings from another engine (bench only)
+            if engine != own["estimator"]:  # the same keypoint settings from another engine
                 options = load_params(REPO_ROOT / "params.yaml")["pose"]["openvino"] if engine == "openvino" else {}
-                recognizer._estimator = make_estimator(**{**own, "estimator": engine, **options})
+                common = {k: v for k, v in own.items() if k not in ("estimator", "precision", "hand_second_chance")}
+                recognizer.use_estimator(make_estimator(engine, **common, **options))
             else:
-                recognizer._estimator = None
+                recognizer.use_estimator(None)
             recognizer.estimator()  # models loaded outside the timings
             recognizer.recognize_video(clip)  # warm
             runs = [recognizer.recognize_video(clip) for _ in range(args.e2e_runs)]
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu = time.process_time()
             recognizer.recognize_video(clip)
             print(f"  CPU      {1000 * (time.process_time() - cpu):9.1f} ms (one more run, every thread of this process)")
-        recognizer._estimator = None
+        recognizer.use_estimator(None)
 
         # (c) streaming
         clips = pick_clips(video_dir, 60, args.stream_clips)

@@ -309,6 +309,21 @@ class Recognizer:
                 self._estimator = est
             return self._estimator
 
+    def use_estimator(self, estimator: Any | None) -> None:
+        """Estimate poses with ``estimator`` from now on (``None``: back to the one training's keypoints came from).
+
+        For comparing pose engines on the same model (``bench/bench_inference.py`` does): its
+        skeleton must have the model's points, or ``ValueError`` says which differ.
+        """
+        if estimator is not None:
+            want, got = self.spec.skeleton_obj.point_names, estimator.skeleton.point_names
+            if got != want:
+                raise ValueError(f"{self.path}: the estimator's skeleton ({len(got)} points) is not the model's "
+                                 f"({len(want)} points; first difference: "
+                                 f"{next((a, b) for a, b in zip([*want, None], [*got, None]) if a != b)})")
+        with self._estimator_lock:
+            self._estimator = estimator
+
     def video_keypoints(self, path: str | os.PathLike[str], *, max_seconds: float | None = None) -> VideoKeypoints:
         """Decode a video and estimate its keypoints on the frames training would have used.
 

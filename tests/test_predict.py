@@ -88,6 +88,30 @@ def test_recognize_keypoints(recognizer: Recognizer) -> None:
     assert top[0] == (CLASSES[int(np.argmax(probs))], float(probs.max()))
 
 
+def test_another_pose_engine_for_the_same_model(recognizer: Recognizer) -> None:
+    """``use_estimator``: the same model's predictions from another engine's keypoints, and back."""
+    from sldata.pose.estimator import make_estimator
+
+    settings = recognizer.spec.estimator_settings()
+    recorded = recognizer.estimator()
+    assert recorded.skeleton.estimator == {"openvino": "openvino-holistic", "mediapipe": "mediapipe-holistic"}[
+        settings["estimator"]]
+    other = make_estimator("mediapipe" if settings["estimator"] == "openvino" else "openvino", face=settings["face"])
+    recognizer.use_estimator(other)
+    try:
+        assert recognizer.estimator() is other
+        clip = recognizer.video_keypoints(real_clip(CLIPS[0]))
+        assert clip.keypoints.shape[1] == recognizer.spec.skeleton_obj.num_points
+        wrong = make_estimator("openvino", face="full" if settings["face"] != "full" else "none")
+        with pytest.raises(ValueError, match="not the model's"):
+            recognizer.use_estimator(wrong)
+        assert recognizer.estimator() is other  # a refused estimator changes nothing
+    finally:
+        recognizer.use_estimator(None)
+    rebuilt = recognizer.estimator()
+    assert rebuilt is not other and type(rebuilt) is type(recorded)
+
+
 def test_predict_without_torch(model_dir: Path, recognizer: Recognizer, tmp_path: Path) -> None:
     kp, width, height = real_keypoints(recognizer.spec.skeleton_obj.face)
     np.save(tmp_path / "kp.npy", kp)
