@@ -781,8 +781,9 @@ class _Models:
     A model is run by writing its input in place (:attr:`inputs`, e.g. with :func:`crop`'s
     ``out``) and calling :meth:`infer`. Compiled models are exported to
     :func:`compiled_model_cache` and imported from it by later processes; the key covers the
-    model file, this module's source, the batch, the precision and OpenVINO's version, so any
-    change compiles afresh. An unreadable cache entry is compiled again and replaced.
+    model file, this module's source, the batch, the precision, the CPU (its name and OpenVINO's
+    capabilities for it: a home folder shared by a cluster's machines) and OpenVINO's version, so any change
+    compiles afresh. An unreadable cache entry is compiled again and replaced.
     """
 
     def __init__(self, threads: int, face: bool, precision: str = "f32", palm: bool = False) -> None:
@@ -798,6 +799,10 @@ class _Models:
         root = _modules_dir()
         self._cache = compiled_model_cache()
         self._source = _sha256(Path(__file__)) if self._cache is not None else ""
+        self._device = ""  # the CPU the models are compiled for (a shared home may serve other machines)
+        if self._cache is not None:
+            self._device = " ".join([str(self._core.get_property("CPU", "FULL_DEVICE_NAME")),
+                                     *map(str, self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))])
         self.requests: dict[str, Any] = {}
         self.inputs: dict[str, np.ndarray] = {}
         """Per model (``hand_landmark_x2`` for the batch of two), its input tensor ``[N, H, W, 3]`` uint8."""
@@ -840,7 +845,7 @@ class _Models:
         if self._cache is None:
             return self._core.compile_model(self._model(name, path, batch), "CPU", config)
         key = hashlib.sha256(json.dumps({"model": _sha256(path), "engine": self._source, "name": name, "batch": batch,
-                                         "config": {k: str(v) for k, v in config.items()},
+                                         "config": {k: str(v) for k, v in config.items()}, "device": self._device,
                                          "openvino": self._ov.get_version()}, sort_keys=True).encode()).hexdigest()
         blob = self._cache / f"{name}{'' if batch == 1 else f'_x{batch}'}-{key[:24]}.blob"
         if blob.is_file():
