@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import av
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     from sltrain.predict import Recognizer
     from sldata.params import load_params
     from sldata.pose.estimator import make_estimator
+    from sldata.pose.extract import OpenVinoOptions
     from sltrain.stream import classify_windows, open_source
 
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), openvino {ov.__version__}, "
@@ -196,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         for engine in engines:
             if engine != own["estimator"]:  # the same keypoint settings from another engine
                 options = load_params(REPO_ROOT / "params.yaml")["pose"]["openvino"] if engine == "openvino" else {}
-                common = {k: v for k, v in own.items() if k not in ("estimator", "precision", "hand_second_chance")}
+                engine_only = {"estimator", *(f.name for f in fields(OpenVinoOptions))}
+                common = {k: v for k, v in own.items() if k not in engine_only}
                 recognizer.use_estimator(make_estimator(engine, **common, **options))
             else:
                 recognizer.use_estimator(None)

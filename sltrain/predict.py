@@ -301,13 +301,23 @@ class Recognizer:
 
                 wanted = self.spec.skeleton_obj
                 est = make_estimator(**self.spec.estimator_settings())  # the engine training's keypoints came from
-                if est.skeleton.point_names != wanted.point_names:  # pragma: no cover - guarded by Skeleton
-                    raise ModelDirError(f"{self.path}: the model's skeleton does not match the pose estimator's")
+                mismatch = self._skeleton_mismatch(est)
+                if mismatch:  # pragma: no cover - guarded by Skeleton
+                    raise ModelDirError(mismatch)
                 if wanted.estimator_version and est.skeleton.estimator_version != wanted.estimator_version:
                     log.warning("%s: trained on keypoints of %s %s, predicting with %s", self.path, wanted.estimator,
                                 wanted.estimator_version, est.skeleton.estimator_version)
                 self._estimator = est
             return self._estimator
+
+    def _skeleton_mismatch(self, estimator: Any) -> str | None:
+        """Why ``estimator``'s points are not the model's (the first difference), or ``None`` when they are."""
+        want, got = self.spec.skeleton_obj.point_names, estimator.skeleton.point_names
+        if got == want:
+            return None
+        first = next((a, b) for a, b in zip([*want, None], [*got, None]) if a != b)
+        return (f"{self.path}: the estimator's skeleton ({len(got)} points) is not the model's ({len(want)} points; "
+                f"first difference: {first})")
 
     def use_estimator(self, estimator: Any | None) -> None:
         """Estimate poses with ``estimator`` from now on (``None``: back to the one training's keypoints came from).
@@ -315,12 +325,9 @@ class Recognizer:
         For comparing pose engines on the same model (``bench/bench_inference.py`` does): its
         skeleton must have the model's points, or ``ValueError`` says which differ.
         """
-        if estimator is not None:
-            want, got = self.spec.skeleton_obj.point_names, estimator.skeleton.point_names
-            if got != want:
-                raise ValueError(f"{self.path}: the estimator's skeleton ({len(got)} points) is not the model's "
-                                 f"({len(want)} points; first difference: "
-                                 f"{next((a, b) for a, b in zip([*want, None], [*got, None]) if a != b)})")
+        mismatch = self._skeleton_mismatch(estimator) if estimator is not None else None
+        if mismatch:
+            raise ValueError(mismatch)
         with self._estimator_lock:
             self._estimator = estimator
 

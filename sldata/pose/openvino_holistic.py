@@ -798,11 +798,12 @@ class _Models:
             config["INFERENCE_NUM_THREADS"] = threads
         root = _modules_dir()
         self._cache = compiled_model_cache()
-        self._source = _sha256(Path(__file__)) if self._cache is not None else ""
-        self._device = ""  # the CPU the models are compiled for (a shared home may serve other machines)
+        self._cache_key: dict[str, str] = {}  # what every entry's key shares: this module, the CPU, OpenVINO
         if self._cache is not None:
-            self._device = " ".join([str(self._core.get_property("CPU", "FULL_DEVICE_NAME")),
-                                     *map(str, self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))])
+            device = [self._core.get_property("CPU", "FULL_DEVICE_NAME"),  # a shared home may serve other machines
+                      *self._core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+            self._cache_key = {"engine": _sha256(Path(__file__)), "device": " ".join(map(str, device)),
+                               "openvino": ov.get_version()}
         self.requests: dict[str, Any] = {}
         self.inputs: dict[str, np.ndarray] = {}
         """Per model (``hand_landmark_x2`` for the batch of two), its input tensor ``[N, H, W, 3]`` uint8."""
@@ -814,9 +815,10 @@ class _Models:
             if not path.is_file():
                 raise FileNotFoundError(f"MediaPipe model {path} is missing (mediapipe's wheel should ship it)")
             hint = precision if precision != "mixed" else ("f32" if name.startswith("pose") else "bf16")
+            digest = _sha256(path) if self._cache is not None else ""
             for batch in (1, BATCHED[name]) if name in BATCHED else (1,):
                 key = name if batch == 1 else f"{name}_x{batch}"
-                compiled = self._compiled(name, path, batch, {**config, "INFERENCE_PRECISION_HINT": hint})
+                compiled = self._compiled(key, name, path, digest, batch, {**config, "INFERENCE_PRECISION_HINT": hint})
                 self.requests[key] = compiled.create_infer_request()
                 self.inputs[key] = self.requests[key].get_input_tensor().data
 
@@ -840,14 +842,15 @@ class _Models:
             steps.scale(255.0)
         return ppp.build()
 
-    def _compiled(self, name: str, path: Path, batch: int, config: dict[str, Any]) -> Any:
-        """The compiled model: imported from the cache when it holds it, else compiled (and cached)."""
+    def _compiled(self, label: str, name: str, path: Path, digest: str, batch: int, config: dict[str, Any]) -> Any:
+        """The compiled model ``label`` (``name`` for ``batch``): imported from the cache when it holds it,
+        else compiled (and cached). ``digest`` is the model file's SHA-256."""
         if self._cache is None:
             return self._core.compile_model(self._model(name, path, batch), "CPU", config)
-        key = hashlib.sha256(json.dumps({"model": _sha256(path), "engine": self._source, "name": name, "batch": batch,
-                                         "config": {k: str(v) for k, v in config.items()}, "device": self._device,
-                                         "openvino": self._ov.get_version()}, sort_keys=True).encode()).hexdigest()
-        blob = self._cache / f"{name}{'' if batch == 1 else f'_x{batch}'}-{key[:24]}.blob"
+        key = hashlib.sha256(json.dumps({**self._cache_key, "model": digest, "name": name, "batch": batch,
+                                         "config": {k: str(v) for k, v in config.items()}},
+                                        sort_keys=True).encode()).hexdigest()
+        blob = self._cache / f"{label}-{key[:24]}.blob"
         if blob.is_file():
             try:
                 return self._core.import_model(io.BytesIO(blob.read_bytes()), "CPU", config)
@@ -868,11 +871,6 @@ class _Models:
         req = self.requests[name]
         req.infer(share_outputs=True)
         return [req.get_output_tensor(i).data for i in range(len(req.model_outputs))]
-
-    def run(self, name: str, tensor: np.ndarray) -> list[np.ndarray]:
-        """Copy ``tensor`` into ``name``'s input and :meth:`infer`."""
-        self.inputs[name][...] = tensor
-        return self.infer(name)
 
 
 class OpenVinoHolisticEstimator:
